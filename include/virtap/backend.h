@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The backend ops table: what the virtio-net device needs from whatever carries frames on the host
+ * side (a TAP queue today). A backend sees frames as iovecs that start with the virtio-net header;
+ * it never sees rings or guest addresses.
+ */
+#ifndef VIRTAP_BACKEND_H
+#define VIRTAP_BACKEND_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct be_ops {
+	const char *name;
+	/* Read one frame (header first) into iov. Bytes read, -EAGAIN when empty, -errno. A frame
+	 * longer than iov is truncated by the backend, so callers offer room for the largest. */
+	ssize_t (*rx)(void *be, const struct iovec *iov, int n);
+	/* Write one frame (header first). Bytes written, -EAGAIN when full, -errno. */
+	ssize_t (*tx)(void *be, const struct iovec *iov, int n);
+	/* The fd to poll for readability (rx) and writability (tx). */
+	int (*fd)(void *be);
+	/* Size of the virtio-net header in front of every frame (10 or 12). */
+	int (*set_hdr_len)(void *be, int len);
+	/* Offloads the guest accepts, as virtio-net GUEST_* feature bits. */
+	int (*set_offloads)(void *be, uint64_t guest_features);
+	/* virtio-net feature bits this backend can honour (GUEST_* it can produce, HOST_* it can
+	 * take). */
+	uint64_t (*features)(void *be);
+};
+
+#endif

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest memory map: the regions a frontend shares with us (guest physical address, size, the
+ * frontend's own virtual address for it, and our host mapping). Every access to guest memory in
+ * virtap goes through gmem_map() or gmem_ptr(); nothing else does arithmetic on guest addresses.
+ * Must never hand out a pointer or iovec that reaches outside a mapped region.
+ */
+#ifndef VIRTAP_GMEM_H
+#define VIRTAP_GMEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* vhost-user's VHOST_USER_MAX_RAM_SLOTS: the most regions a frontend may hand over. */
+#define GMEM_MAX_REGIONS 509
+
+enum {
+	GMEM_READ = 1,	/* device reads guest memory (driver->device buffer) */
+	GMEM_WRITE = 2, /* device writes guest memory (device->driver buffer) */
+};
+
+struct gmem_region {
+	uint64_t gpa;	     /* guest physical start */
+	uint64_t size;	     /* bytes, > 0 */
+	uint64_t uva;	     /* frontend's virtual address (vhost-user ring addresses use it) */
+	uint8_t *host;	     /* our mapping of gpa */
+	void *map_base;	     /* what munmap() needs, NULL if not ours */
+	size_t map_len;
+	int fd;		     /* -1 if not ours */
+	unsigned perm;	     /* GMEM_READ | GMEM_WRITE */
+};
+
+struct gmem {
+	unsigned nregions;
+	struct gmem_region regions[GMEM_MAX_REGIONS]; /* sorted by gpa, non-overlapping */
+};
+
+void gmem_init(struct gmem *gm);
+/* Map [offset, offset + size) of fd (shared) as guest range [gpa, gpa + size). Takes ownership of
+ * fd on success only. -EINVAL on overlap, wrap or zero size, -ENOSPC when full, -errno of mmap. */
+int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int fd,
+		uint64_t offset);
+/* Add a range the caller already mapped (an embedding VMM, or the test driver). Not unmapped. */
+int gmem_add_host(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, void *host,
+		  unsigned perm);
+/* Remove the region that starts at gpa with this size; -ENOENT if there is none. */
+int gmem_remove(struct gmem *gm, uint64_t gpa, uint64_t size);
+/* Unmap and close everything. */
+void gmem_clear(struct gmem *gm);
+
+/*
+ * Translate [gpa, gpa + len) into host iovecs, one per region crossed, with permission perm.
+ * Returns the number of iovecs written (>= 1), or -EFAULT (zero length, wrap-around, a byte not
+ * mapped, permission missing) or -ENOBUFS (more than max pieces).
+ */
+int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, struct iovec *iov,
+	     int max);
+/* A contiguous host pointer for [gpa, gpa + len) or NULL if the range is not inside one region. */
+void *gmem_ptr(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm);
+/* Frontend virtual address -> guest physical, the whole [uva, uva + len) inside one region. */
+int gmem_uva_to_gpa(const struct gmem *gm, uint64_t uva, uint64_t len, uint64_t *gpa);
+
+#endif

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * virtio-net device, one queue pair at a time (VIRTIO 1.2 section 5.1): guest TX chains go to the
+ * backend with their header, backend frames go into the guest's RX buffers (mergeable or not),
+ * with the seed's net queue in between. No threads and no sockets: a worker (src/core) or an
+ * embedding VMM calls the handlers when the kick eventfds or the backend fd are ready.
+ */
+#ifndef VIRTAP_VNET_H
+#define VIRTAP_VNET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "virtap/backend.h"
+#include "virtap/netq.h"
+#include "virtap/vnet_defs.h"
+#include "virtap/vq.h"
+
+#define VNET_MAX_QUEUE_PAIRS 16
+
+struct vnet_config {
+	unsigned rx_budget_pkts;  /* frames per RX handler run (the seed's 50 is QEMU's) */
+	size_t rx_budget_bytes;	  /* bytes per RX handler run */
+	unsigned tx_budget_pkts;  /* chains per TX handler run */
+	size_t tx_budget_bytes;	  /* bytes per TX handler run */
+	unsigned hold_frames;	  /* net queue bound, frames */
+	unsigned rx_cover;	  /* guest bytes gathered before a zero-copy read; the rest of a
+				     larger frame lands in a bounce buffer and is copied */
+	bool pad_short;		  /* pad frames under 60 bytes with zeros */
+};
+
+/* Defaults: budgets like vhost-net's weights (256 packets, 512 KiB). */
+void vnet_config_default(struct vnet_config *cfg);
+
+struct vnet_stats {
+	uint64_t rx_packets, rx_bytes;
+	uint64_t tx_packets, tx_bytes;
+	uint64_t rx_drop_too_big;   /* frame larger than the buffers the guest offers */
+	uint64_t rx_drop_hold_full; /* net queue full */
+	uint64_t rx_drop_backend;   /* backend read error */
+	uint64_t rx_held;	    /* frames that went through the net queue */
+	uint64_t rx_paused;	    /* times reading stopped because the guest had no buffers */
+	uint64_t tx_drop_bad_hdr;   /* header the device refuses (vnet_hdr_check) */
+	uint64_t tx_drop_backend;   /* backend write error other than "full" */
+	uint64_t tx_blocked;	    /* times the backend said "full" */
+};
+
+/* What a handler wants next from whoever drives it. */
+enum vnet_status {
+	VNET_IDLE = 0,	      /* nothing left; wait for the next event */
+	VNET_MORE = 1,	      /* budget used up with work left; call again after the others */
+	VNET_WAIT_GUEST = 2,  /* RX: no guest buffers; stop polling the backend until RX kick */
+	VNET_WAIT_BACKEND = 3 /* TX: backend full; poll it for writability */
+};
+
+struct vnet_rxbuf {
+	uint16_t head;
+	uint32_t len;	  /* writable bytes in the chain */
+	unsigned iov_at;  /* first iovec in qp->rx_iov */
+	unsigned niov;
+};
+
+struct vnet_qp {
+	unsigned index;
+	char name[40];
+	struct vq rx; /* virtqueue 2 * index */
+	struct vq tx; /* virtqueue 2 * index + 1 */
+	const struct be_ops *be_ops;
+	void *be;
+	struct vnet_config cfg;
+	uint64_t features;
+	unsigned hdr_len;
+	bool mergeable;
+	struct netq hold;
+	struct vnet_stats stats;
+	/* scratch, allocated once */
+	struct iovec *rx_iov;	   /* VQ_MAX_IOV + 1 (bounce) */
+	struct vnet_rxbuf *rx_bufs; /* VQ_MAX_IOV */
+	struct iovec *tx_iov;	   /* VQ_MAX_IOV + 1 (header copy) */
+	uint8_t *bounce;	   /* VNET_MAX_FRAME + header */
+};
+
+int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *cfg,
+		 const struct be_ops *ops, void *be);
+void vnet_qp_destroy(struct vnet_qp *qp);
+/* Apply negotiated features: header size, mergeable buffers, backend offloads. */
+int vnet_qp_set_features(struct vnet_qp *qp, uint64_t features);
+
+/* Guest TX: pop chains and write them to the backend. */
+int vnet_handle_tx(struct vnet_qp *qp);
+/* Guest RX: flush held frames, then read the backend into guest buffers. */
+int vnet_handle_rx(struct vnet_qp *qp);
+/* Deliver a frame from elsewhere (an embedding VMM): header + frame; held if no buffers. */
+int vnet_rx_frame(struct vnet_qp *qp, const void *frame, size_t len);
+
+/* Header size for a feature set: 12 with VERSION_1 or MRG_RXBUF, 10 otherwise. */
+unsigned vnet_hdr_len(uint64_t features);
+/* Device features virtio-net offers on top of a backend's: the rings' and ours. */
+uint64_t vnet_offered_features(uint64_t backend_features);
+/*
+ * Check a header the driver sent with a frame of frame_len bytes (VIRTIO 1.2 5.1.6.2.1).
+ * Pure: a fuzzer calls it directly. 0 if acceptable, -EINVAL with *why set otherwise.
+ */
+int vnet_hdr_check(const struct vnet_hdr *h, size_t frame_len, uint64_t features,
+		   const char **why);
+
+#endif

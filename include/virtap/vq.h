@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Split virtqueue, device side (VIRTIO 1.2 section 2.7). Pops descriptor chains from the available
+ * ring into host iovecs, pushes used entries in batches and decides when the driver must be
+ * notified. Knows nothing about networking. Every value read from the ring is copied once, then
+ * validated, then used; a violation marks the queue broken (sticky) and logs once.
+ */
+#ifndef VIRTAP_VQ_H
+#define VIRTAP_VQ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "virtap/gmem.h"
+
+#define VQ_MAX_SIZE 32768
+/* Most host segments one chain may map to (Linux vhost's UIO_MAXIOV). */
+#define VQ_MAX_IOV 1024
+/* Default cap on a chain's total length: far above any frame (64 KiB + header). */
+#define VQ_DEFAULT_MAX_CHAIN_BYTES (1u << 20)
+
+/* Feature bits the virtqueue itself cares about (VIRTIO 1.2 section 6). */
+#define VQ_F_INDIRECT_DESC 28
+#define VQ_F_EVENT_IDX	   29
+#define VQ_F_VERSION_1	   32
+
+struct vq_stats {
+	uint64_t chains;	      /* chains popped and not given back */
+	uint64_t kicks;		      /* driver notifications received */
+	uint64_t notifies;	      /* used buffer notifications sent */
+	uint64_t notifies_suppressed; /* skipped because the driver asked so */
+};
+
+struct vq {
+	/* set up by vq_setup, fixed while the queue runs */
+	const struct gmem *gm;
+	uint16_t num;
+	bool event_idx;
+	bool indirect;
+	uint32_t max_chain_bytes;
+	int kick_fd; /* driver -> device, -1 if none */
+	int call_fd; /* device -> driver, -1 if none */
+	char name[32];
+	volatile uint8_t *desc;	 /* 16 * num bytes */
+	volatile uint8_t *avail; /* flags, idx, ring[num], used_event */
+	volatile uint8_t *used;	 /* flags, idx, ring[num], avail_event */
+
+	/* device state */
+	uint16_t last_avail;	 /* next avail ring slot we consume */
+	uint16_t avail_shadow;	 /* last avail->idx we read */
+	uint16_t used_idx;	 /* next used slot we fill (published by vq_flush) */
+	uint16_t signalled_used; /* used idx at the last notification */
+	bool signalled_valid;
+	bool ready;
+	bool broken;
+	struct vq_stats stats;
+};
+
+/* One popped chain: iov[0, nout) are device-readable, iov[nout, nout + nin) device-writable. */
+struct vq_chain {
+	uint16_t head;
+	uint16_t ndesc;
+	unsigned nout, nin;
+	uint32_t out_len, in_len;
+	struct iovec *iov;
+};
+
+/* Zero the queue, with no kick/call eventfds. Call once before vq_setup. */
+void vq_init(struct vq *vq);
+/*
+ * Attach a queue to rings at the given guest physical addresses. Checks size (power of two,
+ * <= 32768), alignment (VIRTIO 1.2 2.7: desc 16, avail 2, used 4) and that each ring lies inside
+ * one mapped region. features are the negotiated device features. -EINVAL/-EFAULT on failure.
+ */
+int vq_setup(struct vq *vq, const struct gmem *gm, const char *name, uint16_t num,
+	     uint64_t desc_gpa, uint64_t avail_gpa, uint64_t used_gpa, uint64_t features);
+/* Start from a given avail index (vhost-user SET_VRING_BASE). */
+void vq_set_base(struct vq *vq, uint16_t last_avail);
+/* Stop the queue; returns the next avail index to process (vhost-user GET_VRING_BASE). */
+uint16_t vq_stop(struct vq *vq);
+
+/*
+ * Pop the next available chain into iov (at most max_iov entries).
+ * Returns 1 with *c filled, 0 if the ring is empty, or -EIO if the queue is (now) broken.
+ */
+int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_iov);
+/* Number of chains the driver has made available that we have not popped (re-reads avail idx). */
+unsigned vq_avail_count(struct vq *vq);
+/* Give back the last n popped chains; they will be popped again. */
+void vq_discard(struct vq *vq, unsigned n);
+/* Stage a used entry; nothing is visible to the driver until vq_flush. */
+void vq_push(struct vq *vq, uint16_t head, uint32_t len);
+/* Publish staged used entries with one index store. */
+void vq_flush(struct vq *vq);
+/* vq_flush, then signal call_fd unless the driver suppressed it. Returns true if signalled. */
+bool vq_notify(struct vq *vq);
+/* Ask the driver not to kick us (we are polling the ring anyway). */
+void vq_disable_notify(struct vq *vq);
+/* Ask for kicks again; returns true if buffers arrived meanwhile (caller must process them). */
+bool vq_enable_notify(struct vq *vq);
+
+/* Mark the queue broken (sticky) and log why, once. */
+void vq_mark_broken(struct vq *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline bool vq_is_broken(const struct vq *vq)
+{
+	return vq->broken;
+}
+
+/* Copy len bytes from a buffer into iov starting at byte off; returns bytes copied. */
+size_t vq_iov_from_buf(const struct iovec *iov, unsigned n, size_t off, const void *buf,
+		       size_t len);
+/* Copy up to len bytes out of iov starting at byte off; returns bytes copied. */
+size_t vq_iov_to_buf(const struct iovec *iov, unsigned n, size_t off, void *buf, size_t len);
+
+#endif

@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: MIT
+/*
+ * TAP backend. Opens /dev/net/tun as IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (and IFF_MULTI_QUEUE on
+ * request), non-blocking. Frames are read and written with the virtio-net header in front, so the
+ * guest's checksum and segmentation offloads pass straight through the kernel. Never touches guest
+ * rings; the iovecs it is given may point into guest memory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "virtap/log.h"
+#include "virtap/tap.h"
+#include "virtap/vnet_defs.h"
+
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+
+/* Probe which offloads this kernel accepts, most first; USO appeared in Linux 6.2. */
+static void probe_offloads(struct tap *t)
+{
+	static const unsigned tries[] = {
+		TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO | TUN_F_USO4 |
+			TUN_F_USO6,
+		TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO,
+		TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+		TUN_F_CSUM,
+	};
+
+	t->tun_offloads = 0;
+	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		if (ioctl(t->fd, TUNSETOFFLOAD, (unsigned long)tries[i]) == 0) {
+			t->tun_offloads = tries[i];
+			break;
+		}
+	}
+	/* Until the guest negotiates, the kernel must hand us only plain frames. */
+	ioctl(t->fd, TUNSETOFFLOAD, 0ul);
+}
+
+static int open_error(const char *name, const char *what, int err)
+{
+	switch (err) {
+	case EPERM:
+	case EACCES:
+		vt_err("tap %s: %s: permission denied (needs CAP_NET_ADMIN, or a persistent TAP "
+		       "owned by this user)", name, what);
+		break;
+	case ENOENT:
+	case ENODEV:
+		vt_err("tap %s: %s: /dev/net/tun is missing (modprobe tun)", name, what);
+		break;
+	case EINVAL:
+		vt_err("tap %s: %s: rejected; the interface exists but is not a TAP with matching "
+		       "flags (TUN instead of TAP, or multi_queue differs)", name, what);
+		break;
+	case EBUSY:
+		vt_err("tap %s: %s: device busy (already attached with different flags, or all "
+		       "queues in use)", name, what);
+		break;
+	default:
+		vt_err("tap %s: %s: %s", name, what, strerror(err));
+	}
+	return -err;
+}
+
+int tap_open(struct tap *t, const char *name, unsigned flags)
+{
+	unsigned features = 0;
+	struct ifreq ifr;
+	int fd, hdr = VNET_HDR_LEN_V1;
+
+	memset(t, 0, sizeof(*t));
+	t->fd = -1;
+	if (!name || !*name || strlen(name) >= IF_NAMESIZE) {
+		vt_err("tap: interface name '%s' is empty or longer than %d characters",
+		       name ? name : "", IF_NAMESIZE - 1);
+		return -EINVAL;
+	}
+	if ((flags & TAP_F_NO_CREATE) && tap_exists(name) != 1) {
+		vt_err("tap %s: no such interface (and creating it was not allowed)", name);
+		return -ENODEV;
+	}
+	fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return open_error(name, "open /dev/net/tun", errno);
+	if (ioctl(fd, TUNGETFEATURES, &features) == 0 && !(features & IFF_VNET_HDR)) {
+		close(fd);
+		vt_err("tap %s: this kernel's TUN driver has no IFF_VNET_HDR support", name);
+		return -EOPNOTSUPP;
+	}
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	if (flags & TAP_F_MULTI_QUEUE)
+		ifr.ifr_flags |= IFF_MULTI_QUEUE;
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+		int err = errno;
+
+		close(fd);
+		return open_error(name, "TUNSETIFF", err);
+	}
+	/* The kernel may have refused IFF_VNET_HDR silently on an odd device: check it stuck. */
+	if (ioctl(fd, TUNGETIFF, &ifr) == 0 && !(ifr.ifr_flags & IFF_VNET_HDR)) {
+		close(fd);
+		vt_err("tap %s: the device does not keep IFF_VNET_HDR", name);
+		return -EOPNOTSUPP;
+	}
+	if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+		int err = errno;
+
+		close(fd);
+		return open_error(name, "TUNSETVNETHDRSZ", err);
+	}
+	t->fd = fd;
+	t->hdr_len = hdr;
+	snprintf(t->ifname, sizeof(t->ifname), "%s", ifr.ifr_name);
+	probe_offloads(t);
+	return 0;
+}
+
+void tap_close(struct tap *t)
+{
+	if (t->fd >= 0)
+		close(t->fd);
+	t->fd = -1;
+}
+
+int tap_set_hdr_len(struct tap *t, int len)
+{
+	if (len != VNET_HDR_LEN_LEGACY && len != VNET_HDR_LEN_V1)
+		return -EINVAL;
+	if (ioctl(t->fd, TUNSETVNETHDRSZ, &len) < 0) {
+		int err = errno;
+
+		vt_err("tap %s: TUNSETVNETHDRSZ %d: %s", t->ifname, len, strerror(err));
+		return -err;
+	}
+	t->hdr_len = len;
+	return 0;
+}
+
+int tap_set_offloads(struct tap *t, uint64_t f)
+{
+	unsigned long off = 0;
+
+	if (f & VNET_BIT(VIRTIO_NET_F_GUEST_CSUM)) {
+		/* TSO/UFO/USO towards the guest only make sense with partial checksums. */
+		off |= TUN_F_CSUM;
+		if (f & VNET_BIT(VIRTIO_NET_F_GUEST_TSO4))
+			off |= TUN_F_TSO4;
+		if (f & VNET_BIT(VIRTIO_NET_F_GUEST_TSO6))
+			off |= TUN_F_TSO6;
+		if ((f & VNET_BIT(VIRTIO_NET_F_GUEST_ECN)) && (off & (TUN_F_TSO4 | TUN_F_TSO6)))
+			off |= TUN_F_TSO_ECN;
+		if (f & VNET_BIT(VIRTIO_NET_F_GUEST_UFO))
+			off |= TUN_F_UFO;
+		if (f & VNET_BIT(VIRTIO_NET_F_GUEST_USO4))
+			off |= TUN_F_USO4;
+		if (f & VNET_BIT(VIRTIO_NET_F_GUEST_USO6))
+			off |= TUN_F_USO6;
+	}
+	off &= t->tun_offloads;
+	if (ioctl(t->fd, TUNSETOFFLOAD, off) < 0) {
+		int err = errno;
+
+		vt_err("tap %s: TUNSETOFFLOAD %#lx: %s", t->ifname, off, strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+uint64_t tap_features(const struct tap *t)
+{
+	/* The kernel accepts checksum and segmentation offloads from us (the HOST_* side) on any
+	 * TAP with IFF_VNET_HDR; what it can produce for the guest is what the probe found. */
+	uint64_t f = VNET_BIT(VIRTIO_NET_F_CSUM) | VNET_BIT(VIRTIO_NET_F_HOST_TSO4) |
+		     VNET_BIT(VIRTIO_NET_F_HOST_TSO6) | VNET_BIT(VIRTIO_NET_F_HOST_ECN) |
+		     VNET_BIT(VIRTIO_NET_F_HOST_UFO);
+
+	if (t->tun_offloads & TUN_F_CSUM)
+		f |= VNET_BIT(VIRTIO_NET_F_GUEST_CSUM);
+	if (t->tun_offloads & TUN_F_TSO4)
+		f |= VNET_BIT(VIRTIO_NET_F_GUEST_TSO4);
+	if (t->tun_offloads & TUN_F_TSO6)
+		f |= VNET_BIT(VIRTIO_NET_F_GUEST_TSO6);
+	if (t->tun_offloads & TUN_F_TSO_ECN)
+		f |= VNET_BIT(VIRTIO_NET_F_GUEST_ECN);
+	if (t->tun_offloads & TUN_F_UFO)
+		f |= VNET_BIT(VIRTIO_NET_F_GUEST_UFO);
+	if (t->tun_offloads & TUN_F_USO4)
+		f |= VNET_BIT(VIRTIO_NET_F_GUEST_USO4) | VNET_BIT(VIRTIO_NET_F_HOST_USO);
+	if (t->tun_offloads & TUN_F_USO6)
+		f |= VNET_BIT(VIRTIO_NET_F_GUEST_USO6);
+	return f;
+}
+
+static int ifreq_ioctl(const char *ifname, unsigned long req, struct ifreq *ifr)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), err = 0;
+
+	if (s < 0)
+		return -errno;
+	snprintf(ifr->ifr_name, sizeof(ifr->ifr_name), "%s", ifname);
+	if (ioctl(s, req, ifr) < 0)
+		err = -errno;
+	close(s);
+	return err;
+}
+
+int tap_exists(const char *ifname)
+{
+	struct ifreq ifr;
+	int err;
+
+	memset(&ifr, 0, sizeof(ifr));
+	err = ifreq_ioctl(ifname, SIOCGIFFLAGS, &ifr);
+	if (err == -ENODEV)
+		return 0;
+	return err ? err : 1;
+}
+
+int tap_set_link(const char *ifname, bool up)
+{
+	struct ifreq ifr;
+	int err;
+
+	memset(&ifr, 0, sizeof(ifr));
+	err = ifreq_ioctl(ifname, SIOCGIFFLAGS, &ifr);
+	if (err)
+		return err;
+	if (up)
+		ifr.ifr_flags |= IFF_UP;
+	else
+		ifr.ifr_flags &= ~IFF_UP;
+	err = ifreq_ioctl(ifname, SIOCSIFFLAGS, &ifr);
+	if (err)
+		vt_err("tap %s: cannot bring the link %s: %s", ifname, up ? "up" : "down",
+		       strerror(-err));
+	return err;
+}
+
+int tap_set_mtu(const char *ifname, unsigned mtu)
+{
+	struct ifreq ifr;
+	int err;
+
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_mtu = (int)mtu;
+	err = ifreq_ioctl(ifname, SIOCSIFMTU, &ifr);
+	if (err)
+		vt_err("tap %s: cannot set MTU %u: %s", ifname, mtu, strerror(-err));
+	return err;
+}
+
+static ssize_t tap_be_rx(void *be, const struct iovec *iov, int n)
+{
+	struct tap *t = be;
+	ssize_t r = readv(t->fd, iov, n);
+
+	return r < 0 ? -errno : r;
+}
+
+static ssize_t tap_be_tx(void *be, const struct iovec *iov, int n)
+{
+	struct tap *t = be;
+	ssize_t r = writev(t->fd, iov, n);
+
+	return r < 0 ? -errno : r;
+}
+
+static int tap_be_fd(void *be)
+{
+	return ((struct tap *)be)->fd;
+}
+
+static int tap_be_set_hdr_len(void *be, int len)
+{
+	return tap_set_hdr_len(be, len);
+}
+
+static int tap_be_set_offloads(void *be, uint64_t f)
+{
+	return tap_set_offloads(be, f);
+}
+
+static uint64_t tap_be_features(void *be)
+{
+	return tap_features(be);
+}
+
+const struct be_ops tap_be_ops = {
+	.name = "tap",
+	.rx = tap_be_rx,
+	.tx = tap_be_tx,
+	.fd = tap_be_fd,
+	.set_hdr_len = tap_be_set_hdr_len,
+	.set_offloads = tap_be_set_offloads,
+	.features = tap_be_features,
+};

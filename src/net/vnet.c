@@ -1,0 +1,546 @@
+// SPDX-License-Identifier: MIT
+/*
+ * virtio-net queue pair. TX: pop a chain, check the header it starts with, hand our checked copy
+ * of the header plus the guest's frame bytes to the backend in one writev. RX: gather enough guest
+ * buffers for a normal frame, read the backend straight into them (no bounce for frames that fit;
+ * the tail of a larger frame lands in a bounce buffer and is copied into more buffers), fix up
+ * num_buffers last, push the used entries and signal once per batch. When the guest is out of
+ * buffers, hold what was already read (the net queue) and stop reading the backend.
+ * Must never trust a length, count or header field the guest wrote without checking it here.
+ */
+#include <errno.h>
+#include <endian.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "virtap/log.h"
+#include "virtap/vnet.h"
+
+#define BOUNCE_SIZE (VNET_MAX_FRAME + 256)
+#define ETH_ZLEN_ 60
+
+void vnet_config_default(struct vnet_config *cfg)
+{
+	*cfg = (struct vnet_config){
+		.rx_budget_pkts = 256,
+		.rx_budget_bytes = 512 * 1024,
+		.tx_budget_pkts = 256,
+		.tx_budget_bytes = 512 * 1024,
+		.hold_frames = 32,
+		.rx_cover = 1536,
+		.pad_short = false,
+	};
+}
+
+unsigned vnet_hdr_len(uint64_t f)
+{
+	/* VIRTIO 1.2 5.1.6: num_buffers is present with VERSION_1 or MRG_RXBUF. */
+	if (f & (VNET_BIT(VQ_F_VERSION_1) | VNET_BIT(VIRTIO_NET_F_MRG_RXBUF)))
+		return VNET_HDR_LEN_V1;
+	return VNET_HDR_LEN_LEGACY;
+}
+
+uint64_t vnet_offered_features(uint64_t be)
+{
+	return be | VNET_BIT(VIRTIO_NET_F_MRG_RXBUF) | VNET_BIT(VQ_F_VERSION_1) |
+	       VNET_BIT(VQ_F_INDIRECT_DESC) | VNET_BIT(VQ_F_EVENT_IDX);
+}
+
+int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *cfg,
+		 const struct be_ops *ops, void *be)
+{
+	memset(qp, 0, sizeof(*qp));
+	qp->index = index;
+	snprintf(qp->name, sizeof(qp->name), "qp%u", index);
+	if (cfg)
+		qp->cfg = *cfg;
+	else
+		vnet_config_default(&qp->cfg);
+	if (!qp->cfg.rx_budget_pkts || !qp->cfg.tx_budget_pkts || !qp->cfg.rx_budget_bytes ||
+	    !qp->cfg.tx_budget_bytes)
+		return -EINVAL;
+	qp->be_ops = ops;
+	qp->be = be;
+	vq_init(&qp->rx);
+	vq_init(&qp->tx);
+	snprintf(qp->rx.name, sizeof(qp->rx.name), "rx%u", index);
+	snprintf(qp->tx.name, sizeof(qp->tx.name), "tx%u", index);
+	qp->hdr_len = VNET_HDR_LEN_LEGACY;
+	qp->rx_iov = calloc(VQ_MAX_IOV + 1, sizeof(*qp->rx_iov));
+	qp->tx_iov = calloc(VQ_MAX_IOV + 1, sizeof(*qp->tx_iov));
+	qp->rx_bufs = calloc(VQ_MAX_IOV, sizeof(*qp->rx_bufs));
+	qp->bounce = malloc(BOUNCE_SIZE);
+	if (!qp->rx_iov || !qp->tx_iov || !qp->rx_bufs || !qp->bounce ||
+	    netq_init(&qp->hold, qp->cfg.hold_frames)) {
+		vnet_qp_destroy(qp);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void vnet_qp_destroy(struct vnet_qp *qp)
+{
+	netq_destroy(&qp->hold);
+	free(qp->rx_iov);
+	free(qp->tx_iov);
+	free(qp->rx_bufs);
+	free(qp->bounce);
+	qp->rx_iov = qp->tx_iov = NULL;
+	qp->rx_bufs = NULL;
+	qp->bounce = NULL;
+}
+
+int vnet_qp_set_features(struct vnet_qp *qp, uint64_t f)
+{
+	int err;
+
+	qp->features = f;
+	qp->hdr_len = vnet_hdr_len(f);
+	qp->mergeable = f & VNET_BIT(VIRTIO_NET_F_MRG_RXBUF);
+	if (!qp->be_ops)
+		return 0;
+	err = qp->be_ops->set_hdr_len(qp->be, (int)qp->hdr_len);
+	if (!err)
+		err = qp->be_ops->set_offloads(qp->be, f);
+	return err;
+}
+
+int vnet_hdr_check(const struct vnet_hdr *h, size_t frame_len, uint64_t f, const char **why)
+{
+	uint8_t gso = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+	uint16_t start = le16toh(h->csum_start), off = le16toh(h->csum_offset);
+	uint16_t gso_size = le16toh(h->gso_size), hlen = le16toh(h->hdr_len);
+	uint64_t need = 0;
+
+	if (h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+		/* 5.1.6.2.1: NEEDS_CSUM only with VIRTIO_NET_F_CSUM. */
+		if (!(f & VNET_BIT(VIRTIO_NET_F_CSUM))) {
+			*why = "NEEDS_CSUM without VIRTIO_NET_F_CSUM";
+			return -EINVAL;
+		}
+		/* 5.1.6.2: the checksum field lies at csum_start + csum_offset, inside the frame. */
+		if ((size_t)start + off + 2 > frame_len) {
+			*why = "csum_start + csum_offset past the end of the frame";
+			return -EINVAL;
+		}
+	}
+	switch (gso) {
+	case VIRTIO_NET_HDR_GSO_NONE:
+		if (h->gso_type & VIRTIO_NET_HDR_GSO_ECN) {
+			*why = "ECN bit on a non-GSO frame";
+			return -EINVAL;
+		}
+		return 0;
+	case VIRTIO_NET_HDR_GSO_TCPV4:
+		need = VNET_BIT(VIRTIO_NET_F_HOST_TSO4);
+		break;
+	case VIRTIO_NET_HDR_GSO_TCPV6:
+		need = VNET_BIT(VIRTIO_NET_F_HOST_TSO6);
+		break;
+	case VIRTIO_NET_HDR_GSO_UDP:
+		need = VNET_BIT(VIRTIO_NET_F_HOST_UFO);
+		break;
+	case VIRTIO_NET_HDR_GSO_UDP_L4:
+		need = VNET_BIT(VIRTIO_NET_F_HOST_USO);
+		break;
+	default:
+		*why = "unknown gso_type";
+		return -EINVAL;
+	}
+	/* 5.1.6.2.1: a GSO type only when its HOST_* feature was negotiated. */
+	if (!(f & need)) {
+		*why = "gso_type whose HOST_* feature was not negotiated";
+		return -EINVAL;
+	}
+	if ((h->gso_type & VIRTIO_NET_HDR_GSO_ECN) && !(f & VNET_BIT(VIRTIO_NET_F_HOST_ECN))) {
+		*why = "ECN without VIRTIO_NET_F_HOST_ECN";
+		return -EINVAL;
+	}
+	/* 5.1.6.2.1: a GSO frame also needs NEEDS_CSUM, and a non-zero segment size. */
+	if (!(h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) || gso_size == 0) {
+		*why = "GSO frame without NEEDS_CSUM or with gso_size 0";
+		return -EINVAL;
+	}
+	if (hlen > frame_len) {
+		*why = "hdr_len larger than the frame";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---- TX ---------------------------------------------------------------------------------- */
+
+/* Send one popped chain. 0: consumed (sent or dropped), -EAGAIN: backend full, -EIO: broken. */
+static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
+{
+	struct vnet_hdr h;
+	struct iovec *iov = c->iov;
+	size_t skip = qp->hdr_len, frame_len;
+	const char *why = "";
+	unsigned i = 0;
+	ssize_t n;
+
+	if (c->nin) {
+		vq_mark_broken(&qp->tx, "TX chain has %u device-writable segments (VIRTIO 1.2 "
+					"5.1.6.2: transmit buffers are device-readable)", c->nin);
+		return -EIO;
+	}
+	if (c->out_len < qp->hdr_len) {
+		vq_mark_broken(&qp->tx, "TX chain of %u bytes is shorter than the %u-byte "
+					"virtio-net header (VIRTIO 1.2 5.1.6.2)", c->out_len,
+			       qp->hdr_len);
+		return -EIO;
+	}
+	/* One read of the header; the backend gets this checked copy, never the guest's bytes
+	 * again (a guest rewriting the header under us changes nothing). */
+	memset(&h, 0, sizeof(h));
+	vq_iov_to_buf(iov, c->nout, 0, &h, qp->hdr_len);
+	frame_len = c->out_len - qp->hdr_len;
+	if (vnet_hdr_check(&h, frame_len, qp->features, &why)) {
+		qp->stats.tx_drop_bad_hdr++;
+		vt_debug("%s: dropped TX frame: %s", qp->name, why);
+		return 0;
+	}
+	while (i < c->nout && skip >= iov[i].iov_len)
+		skip -= iov[i++].iov_len;
+	if (i < c->nout) {
+		iov[i].iov_base = (uint8_t *)iov[i].iov_base + skip;
+		iov[i].iov_len -= skip;
+	}
+	/* c->iov starts one slot into qp->tx_iov, so slot i - 1 relative to it is free. */
+	iov[(int)i - 1].iov_base = &h;
+	iov[(int)i - 1].iov_len = qp->hdr_len;
+	n = qp->be_ops->tx(qp->be, &iov[(int)i - 1], (int)(c->nout - i + 1));
+	if (n == -EAGAIN)
+		return -EAGAIN;
+	if (n < 0) {
+		qp->stats.tx_drop_backend++;
+		vt_debug("%s: backend refused a %zu-byte frame: %s", qp->name, frame_len,
+			 strerror((int)-n));
+		return 0;
+	}
+	qp->stats.tx_packets++;
+	qp->stats.tx_bytes += frame_len;
+	return 0;
+}
+
+int vnet_handle_tx(struct vnet_qp *qp)
+{
+	struct vq *vq = &qp->tx;
+	unsigned pkts = 0;
+	size_t bytes = 0;
+	int status = VNET_IDLE;
+
+	if (vq_is_broken(vq))
+		return -EIO;
+	if (!vq->ready)
+		return VNET_IDLE;
+	vq_disable_notify(vq);
+	for (;;) {
+		struct vq_chain c;
+		int r;
+
+		if (pkts >= qp->cfg.tx_budget_pkts || bytes >= qp->cfg.tx_budget_bytes) {
+			status = VNET_MORE;
+			break;
+		}
+		r = vq_pop(vq, &c, qp->tx_iov + 1, VQ_MAX_IOV);
+		if (r < 0) {
+			status = -EIO;
+			break;
+		}
+		if (r == 0) {
+			/* Re-check after re-enabling kicks: a chain may have slipped in. */
+			if (vq_enable_notify(vq)) {
+				vq_disable_notify(vq);
+				continue;
+			}
+			break;
+		}
+		r = tx_one(qp, &c);
+		if (r == -EAGAIN) {
+			vq_discard(vq, 1);
+			qp->stats.tx_blocked++;
+			status = VNET_WAIT_BACKEND;
+			break;
+		}
+		if (r < 0) {
+			status = -EIO;
+			break;
+		}
+		vq_push(vq, c.head, 0);
+		pkts++;
+		bytes += c.out_len;
+	}
+	vq_notify(vq);
+	return status;
+}
+
+/* ---- RX ---------------------------------------------------------------------------------- */
+
+enum { GATHER_OK = 0, GATHER_EMPTY = 1, GATHER_NEVER = 2 };
+
+struct gather {
+	unsigned nb;   /* buffers popped */
+	unsigned niov; /* iovecs used in qp->rx_iov */
+	size_t cap;    /* writable bytes in them */
+};
+
+/* Pop RX buffers until they hold `need` bytes. */
+static int rx_gather(struct vnet_qp *qp, size_t need, struct gather *g)
+{
+	struct vq *vq = &qp->rx;
+
+	while (g->cap < need) {
+		struct vnet_rxbuf *b;
+		struct vq_chain c;
+		int r;
+
+		/* Without MRG_RXBUF a frame goes into exactly one chain (VIRTIO 1.2 5.1.6.3). */
+		if (g->nb && !qp->mergeable)
+			return GATHER_NEVER;
+		if (g->nb >= vq->num || g->niov >= VQ_MAX_IOV)
+			return GATHER_NEVER;
+		r = vq_pop(vq, &c, qp->rx_iov + g->niov, VQ_MAX_IOV - g->niov);
+		if (r == -ENOBUFS)
+			return GATHER_NEVER;
+		if (r < 0)
+			return -EIO;
+		if (r == 0)
+			return GATHER_EMPTY;
+		if (c.nout) {
+			vq_mark_broken(vq, "RX buffer has %u device-readable segments (VIRTIO 1.2 "
+					   "5.1.6.3: receive buffers are device-writable)", c.nout);
+			return -EIO;
+		}
+		if (c.in_len < qp->hdr_len) {
+			vq_mark_broken(vq, "RX buffer of %u bytes cannot hold the %u-byte header "
+					   "(VIRTIO 1.2 5.1.6.3.1)", c.in_len, qp->hdr_len);
+			return -EIO;
+		}
+		b = &qp->rx_bufs[g->nb++];
+		b->head = c.head;
+		b->len = c.in_len;
+		b->iov_at = g->niov;
+		b->niov = c.nin;
+		g->niov += c.nin;
+		g->cap += c.in_len;
+	}
+	return GATHER_OK;
+}
+
+/* The frame (len bytes, header first) is in the gathered buffers: fix up num_buffers, push the
+ * used entries, give back the buffers it did not need. */
+static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
+{
+	size_t left = len;
+	unsigned k = 0;
+
+	while (left && k < g->nb) {
+		size_t part = qp->rx_bufs[k].len < left ? qp->rx_bufs[k].len : left;
+
+		left -= part;
+		k++;
+	}
+	if (qp->hdr_len == VNET_HDR_LEN_V1) {
+		/* VIRTIO 1.2 5.1.6.4: num_buffers = buffers used (1 without MRG_RXBUF). Written
+		 * after the frame and before the used entries are published, as vhost-net does. */
+		uint16_t nb = htole16((uint16_t)(qp->mergeable ? k : 1));
+
+		vq_iov_from_buf(qp->rx_iov, qp->rx_bufs[0].niov, offsetof(struct vnet_hdr, num_buffers),
+				&nb, sizeof(nb));
+	}
+	left = len;
+	for (unsigned i = 0; i < k; i++) {
+		uint32_t part = qp->rx_bufs[i].len < left ? qp->rx_bufs[i].len : (uint32_t)left;
+
+		vq_push(&qp->rx, qp->rx_bufs[i].head, part);
+		left -= part;
+	}
+	vq_discard(&qp->rx, g->nb - k);
+	qp->stats.rx_packets++;
+	qp->stats.rx_bytes += len - qp->hdr_len;
+}
+
+/* Zero [from, to) of the frame laid out over iov. */
+static void iov_zero(const struct iovec *iov, unsigned n, size_t from, size_t to)
+{
+	static const uint8_t zeros[ETH_ZLEN_];
+
+	if (to > from)
+		vq_iov_from_buf(iov, n, from, zeros, to - from);
+}
+
+/* Deliver the oldest held frame. 1 delivered or dropped, 0 not enough buffers, -EIO. */
+static int rx_flush_one(struct vnet_qp *qp)
+{
+	const struct netq_frame *f = netq_peek(&qp->hold);
+	struct gather g = {0};
+	int r = rx_gather(qp, f->len, &g);
+
+	if (r < 0)
+		return r;
+	if (r == GATHER_EMPTY) {
+		vq_discard(&qp->rx, g.nb);
+		return 0;
+	}
+	if (r == GATHER_NEVER) {
+		vq_discard(&qp->rx, g.nb);
+		qp->stats.rx_drop_too_big++;
+	} else {
+		vq_iov_from_buf(qp->rx_iov, g.niov, 0, f->data, f->len);
+		rx_commit(qp, &g, f->len);
+	}
+	netq_pop(&qp->hold);
+	return 1;
+}
+
+enum { READ_DONE = 1, READ_EMPTY = 0, READ_NOBUF = 2 };
+
+/* Hold a frame that is half in guest buffers, half in the bounce buffer; give the buffers back. */
+static void rx_hold(struct vnet_qp *qp, const struct gather *first, size_t len)
+{
+	struct iovec *iov = qp->rx_iov;
+	unsigned n = first->niov;
+	int err;
+
+	iov[n].iov_base = qp->bounce;
+	iov[n].iov_len = len - first->cap;
+	err = netq_push(&qp->hold, iov, n + 1, len);
+	if (err)
+		qp->stats.rx_drop_hold_full++;
+	else
+		qp->stats.rx_held++;
+}
+
+/* Read one frame from the backend straight into guest buffers. */
+static int rx_read_one(struct vnet_qp *qp)
+{
+	size_t want = qp->mergeable ? qp->cfg.rx_cover : 1, len;
+	size_t min_len = qp->hdr_len + (qp->cfg.pad_short ? ETH_ZLEN_ : 0);
+	struct gather g = {0}, first;
+	ssize_t n;
+	int r;
+
+	if (want < min_len)
+		want = min_len;
+	r = rx_gather(qp, want, &g);
+	if (r < 0)
+		return r;
+	if (g.nb == 0)
+		return READ_NOBUF;
+	qp->rx_iov[g.niov].iov_base = qp->bounce;
+	qp->rx_iov[g.niov].iov_len = BOUNCE_SIZE;
+	n = qp->be_ops->rx(qp->be, qp->rx_iov, (int)g.niov + 1);
+	if (n < 0) {
+		vq_discard(&qp->rx, g.nb);
+		if (n != -EAGAIN && n != -EINTR) {
+			qp->stats.rx_drop_backend++;
+			vt_debug("%s: backend read: %s", qp->name, strerror((int)-n));
+		}
+		return READ_EMPTY;
+	}
+	len = (size_t)n;
+	if (len < qp->hdr_len || len >= g.cap + BOUNCE_SIZE) {
+		/* No room for a header, or possibly truncated: never deliver a cut frame. */
+		vq_discard(&qp->rx, g.nb);
+		qp->stats.rx_drop_too_big++;
+		return READ_DONE;
+	}
+	if (len < min_len) { /* the seed's eth_pad_short_frame */
+		iov_zero(qp->rx_iov, g.niov + 1, len, min_len);
+		len = min_len;
+	}
+	if (len <= g.cap) {
+		rx_commit(qp, &g, len);
+		return READ_DONE;
+	}
+	/* The tail is in the bounce buffer: find more buffers for it. */
+	first = g;
+	r = rx_gather(qp, len, &g);
+	if (r < 0)
+		return r;
+	if (r == GATHER_OK) {
+		vq_iov_from_buf(qp->rx_iov, g.niov, first.cap, qp->bounce, len - first.cap);
+		rx_commit(qp, &g, len);
+		return READ_DONE;
+	}
+	if (r == GATHER_NEVER) {
+		vq_discard(&qp->rx, g.nb);
+		qp->stats.rx_drop_too_big++;
+		return READ_DONE;
+	}
+	/* Not enough buffers yet: hold the frame and stop reading until the guest refills. */
+	rx_hold(qp, &first, len);
+	vq_discard(&qp->rx, g.nb);
+	return READ_NOBUF;
+}
+
+int vnet_handle_rx(struct vnet_qp *qp)
+{
+	struct vq *vq = &qp->rx;
+	uint64_t pkts0 = qp->stats.rx_packets, bytes0 = qp->stats.rx_bytes;
+	unsigned loops = 0;
+	int status = VNET_IDLE;
+
+	if (vq_is_broken(vq))
+		return -EIO;
+	if (!vq->ready)
+		return VNET_IDLE;
+	vq_disable_notify(vq);
+	for (;;) {
+		int r;
+
+		if (loops++ >= qp->cfg.rx_budget_pkts ||
+		    qp->stats.rx_bytes - bytes0 >= qp->cfg.rx_budget_bytes) {
+			status = VNET_MORE;
+			break;
+		}
+		if (netq_peek(&qp->hold))
+			r = rx_flush_one(qp) == 0 ? READ_NOBUF : READ_DONE;
+		else
+			r = rx_read_one(qp);
+		if (r < 0) {
+			status = -EIO;
+			break;
+		}
+		if (r == READ_DONE)
+			continue;
+		if (r == READ_EMPTY)
+			break;
+		/* Out of guest buffers: ask for a kick, but re-check so a refill that raced with
+		 * us is not missed. */
+		if (vq_enable_notify(vq)) {
+			vq_disable_notify(vq);
+			continue;
+		}
+		qp->stats.rx_paused++;
+		status = VNET_WAIT_GUEST;
+		break;
+	}
+	if (qp->stats.rx_packets != pkts0)
+		vq_notify(vq);
+	return vq_is_broken(vq) ? -EIO : status;
+}
+
+int vnet_rx_frame(struct vnet_qp *qp, const void *frame, size_t len)
+{
+	struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
+	uint64_t pkts0 = qp->stats.rx_packets;
+	int err;
+
+	if (len < qp->hdr_len || len > BOUNCE_SIZE)
+		return -EINVAL;
+	err = netq_push(&qp->hold, &iov, 1, len);
+	if (err) {
+		qp->stats.rx_drop_hold_full++;
+		return err;
+	}
+	qp->stats.rx_held++;
+	while (netq_peek(&qp->hold) && rx_flush_one(qp) > 0)
+		;
+	if (qp->stats.rx_packets != pkts0)
+		vq_notify(&qp->rx);
+	return 0;
+}

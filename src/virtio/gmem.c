@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Guest memory map. Regions are kept sorted by guest physical address so a lookup is a binary
+ * search; a translation that crosses regions is split into one iovec per region. The map is
+ * read-only while workers run: changes happen with the workers quiesced (see wrk_pause).
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "virtap/gmem.h"
+
+void gmem_init(struct gmem *gm)
+{
+	gm->nregions = 0;
+}
+
+/* Last byte of [start, start + len); false when the range is empty or wraps past 2^64. */
+static bool range_last(uint64_t start, uint64_t len, uint64_t *last)
+{
+	if (len == 0 || start + (len - 1) < start)
+		return false;
+	*last = start + (len - 1);
+	return true;
+}
+
+/* Index of the region containing gpa, or -1. */
+static int find_region(const struct gmem *gm, uint64_t gpa)
+{
+	unsigned lo = 0, hi = gm->nregions;
+
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		const struct gmem_region *r = &gm->regions[mid];
+
+		if (gpa < r->gpa)
+			hi = mid;
+		else if (gpa - r->gpa >= r->size)
+			lo = mid + 1;
+		else
+			return (int)mid;
+	}
+	return -1;
+}
+
+static int insert_region(struct gmem *gm, const struct gmem_region *nr)
+{
+	uint64_t last, ulast;
+	unsigned pos = 0;
+
+	if (!range_last(nr->gpa, nr->size, &last) || !range_last(nr->uva, nr->size, &ulast))
+		return -EINVAL;
+	if (gm->nregions >= GMEM_MAX_REGIONS)
+		return -ENOSPC;
+	for (unsigned i = 0; i < gm->nregions; i++) {
+		const struct gmem_region *r = &gm->regions[i];
+
+		/* Overlapping guest ranges would make a translation ambiguous. */
+		if (nr->gpa <= r->gpa + (r->size - 1) && r->gpa <= last)
+			return -EINVAL;
+		if (r->gpa < nr->gpa)
+			pos = i + 1;
+	}
+	memmove(&gm->regions[pos + 1], &gm->regions[pos],
+		(gm->nregions - pos) * sizeof(gm->regions[0]));
+	gm->regions[pos] = *nr;
+	gm->nregions++;
+	return 0;
+}
+
+int gmem_add_host(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, void *host,
+		  unsigned perm)
+{
+	struct gmem_region r = {
+		.gpa = gpa,
+		.size = size,
+		.uva = uva,
+		.host = host,
+		.fd = -1,
+		.perm = perm,
+	};
+
+	if (!host || !(perm & (GMEM_READ | GMEM_WRITE)))
+		return -EINVAL;
+	return insert_region(gm, &r);
+}
+
+int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int fd,
+		uint64_t offset)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t delta = offset % (uint64_t)page, last;
+	struct gmem_region r;
+	void *base;
+	int err;
+
+	if (fd < 0 || !range_last(gpa, size, &last) || !range_last(offset, size, &last) ||
+	    size + delta < size || size > SIZE_MAX - (size_t)delta)
+		return -EINVAL;
+	if (gm->nregions >= GMEM_MAX_REGIONS)
+		return -ENOSPC;
+	/* mmap wants a page-aligned offset; map from the page start and skip delta bytes. */
+	base = mmap(NULL, size + delta, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
+		    (off_t)(offset - delta));
+	if (base == MAP_FAILED)
+		return -errno;
+	r = (struct gmem_region){
+		.gpa = gpa,
+		.size = size,
+		.uva = uva,
+		.host = (uint8_t *)base + delta,
+		.map_base = base,
+		.map_len = size + delta,
+		.fd = fd,
+		.perm = GMEM_READ | GMEM_WRITE,
+	};
+	err = insert_region(gm, &r);
+	if (err)
+		munmap(base, size + delta);
+	return err;
+}
+
+static void release_region(struct gmem_region *r)
+{
+	if (r->map_base)
+		munmap(r->map_base, r->map_len);
+	if (r->fd >= 0)
+		close(r->fd);
+}
+
+int gmem_remove(struct gmem *gm, uint64_t gpa, uint64_t size)
+{
+	for (unsigned i = 0; i < gm->nregions; i++) {
+		struct gmem_region *r = &gm->regions[i];
+
+		if (r->gpa != gpa || r->size != size)
+			continue;
+		release_region(r);
+		memmove(r, r + 1, (gm->nregions - i - 1) * sizeof(*r));
+		gm->nregions--;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+void gmem_clear(struct gmem *gm)
+{
+	for (unsigned i = 0; i < gm->nregions; i++)
+		release_region(&gm->regions[i]);
+	gm->nregions = 0;
+}
+
+int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, struct iovec *iov,
+	     int max)
+{
+	uint64_t last;
+	int n = 0;
+
+	if (!range_last(gpa, len, &last))
+		return -EFAULT;
+	for (;;) {
+		int i = find_region(gm, gpa);
+		const struct gmem_region *r;
+		uint64_t off, avail;
+
+		if (i < 0)
+			return -EFAULT;
+		r = &gm->regions[i];
+		if ((r->perm & perm) != perm)
+			return -EFAULT;
+		if (n >= max)
+			return -ENOBUFS;
+		off = gpa - r->gpa;
+		avail = r->size - off;
+		iov[n].iov_base = r->host + off;
+		if (len <= avail) {
+			iov[n].iov_len = len;
+			return n + 1;
+		}
+		iov[n].iov_len = avail;
+		n++;
+		gpa += avail;
+		len -= avail;
+	}
+}
+
+void *gmem_ptr(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm)
+{
+	struct iovec iov;
+
+	if (gmem_map(gm, gpa, len, perm, &iov, 1) != 1)
+		return NULL;
+	return iov.iov_base;
+}
+
+int gmem_uva_to_gpa(const struct gmem *gm, uint64_t uva, uint64_t len, uint64_t *gpa)
+{
+	uint64_t last;
+
+	if (!range_last(uva, len, &last))
+		return -EFAULT;
+	for (unsigned i = 0; i < gm->nregions; i++) {
+		const struct gmem_region *r = &gm->regions[i];
+
+		if (uva < r->uva || uva - r->uva >= r->size)
+			continue;
+		if (last - r->uva >= r->size)
+			return -EFAULT;
+		*gpa = r->gpa + (uva - r->uva);
+		return 0;
+	}
+	return -EFAULT;
+}
