@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,9 +32,16 @@ void th_private_netns(void)
 		printf("SKIP: needs root (CAP_NET_ADMIN) for TAP devices and a network namespace\n");
 		exit(TH_SKIP);
 	}
-	if (unshare(CLONE_NEWNET) < 0) {
-		printf("SKIP: unshare(CLONE_NEWNET): %s\n", strerror(errno));
+	/* A mount namespace too, so /sys can show this network namespace's devices (sysfs
+	 * reflects the namespace of whoever mounted it), as `ip netns exec` does. */
+	if (unshare(CLONE_NEWNET | CLONE_NEWNS) < 0) {
+		printf("SKIP: unshare(CLONE_NEWNET | CLONE_NEWNS): %s\n", strerror(errno));
 		exit(TH_SKIP);
+	}
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    umount2("/sys", MNT_DETACH) < 0 || mount("sysfs", "/sys", "sysfs", 0, NULL) < 0) {
+		fprintf(stderr, "cannot remount /sys in the test namespace: %s\n", strerror(errno));
+		exit(1);
 	}
 	if (th_sh("ip link set lo up") != 0) {
 		fprintf(stderr, "cannot bring lo up in the test namespace\n");
