@@ -17,11 +17,15 @@ static void test_split_and_reject(void)
 	int n;
 
 	gmem_init(&gm);
-	/* Three adjacent regions [0x1000,0x3000) [0x3000,0x5000) [0x5000,0x7000), a hole, then one. */
-	REQUIRE(gmem_add_host(&gm, 0x3000, 0x2000, 0xa000, backing[1], GMEM_READ | GMEM_WRITE) == 0);
-	REQUIRE(gmem_add_host(&gm, 0x1000, 0x2000, 0x8000, backing[0], GMEM_READ | GMEM_WRITE) == 0);
+	/* Three adjacent regions [0x1000,0x3000) [0x3000,0x5000) [0x5000,0x7000), a hole, then one.
+	 */
+	REQUIRE(gmem_add_host(&gm, 0x3000, 0x2000, 0xa000, backing[1], GMEM_READ | GMEM_WRITE) ==
+		0);
+	REQUIRE(gmem_add_host(&gm, 0x1000, 0x2000, 0x8000, backing[0], GMEM_READ | GMEM_WRITE) ==
+		0);
 	REQUIRE(gmem_add_host(&gm, 0x5000, 0x2000, 0xc000, backing[2], GMEM_READ) == 0);
-	REQUIRE(gmem_add_host(&gm, 0x10000, 0x2000, 0xe000, backing[3], GMEM_READ | GMEM_WRITE) == 0);
+	REQUIRE(gmem_add_host(&gm, 0x10000, 0x2000, 0xe000, backing[3], GMEM_READ | GMEM_WRITE) ==
+		0);
 	CHECK(gm.nregions == 4 && gm.regions[0].gpa == 0x1000 && gm.regions[1].gpa == 0x3000);
 
 	n = gmem_map(&gm, 0x1000, 16, GMEM_READ, iov, 4);
@@ -60,7 +64,8 @@ static void test_split_and_reject(void)
 	CHECK(gmem_add_host(&gm, 0x1800, 0x100, 0x20000, backing[0], GMEM_READ) == -EINVAL);
 	CHECK(gmem_add_host(&gm, 0x0, 0x1001, 0x20000, backing[0], GMEM_READ) == -EINVAL);
 	CHECK(gmem_add_host(&gm, 0x20000, 0, 0x20000, backing[0], GMEM_READ) == -EINVAL);
-	CHECK(gmem_add_host(&gm, UINT64_MAX - 0x10, 0x100, 0x20000, backing[0], GMEM_READ) == -EINVAL);
+	CHECK(gmem_add_host(&gm, UINT64_MAX - 0x10, 0x100, 0x20000, backing[0], GMEM_READ) ==
+	      -EINVAL);
 	CHECK(gm.nregions == 4);
 	CHECK(gmem_remove(&gm, 0x3000, 0x2000) == 0);
 	CHECK(gmem_map(&gm, 0x3000, 8, GMEM_READ, iov, 4) == -EFAULT);

@@ -19,7 +19,7 @@
 #define F(b) (1ull << (b))
 #define BASE (F(VQ_F_VERSION_1))
 #define OFFL                                                                                       \
-	(F(VIRTIO_NET_F_CSUM) | F(VIRTIO_NET_F_GUEST_CSUM) | F(VIRTIO_NET_F_HOST_TSO4) |         \
+	(F(VIRTIO_NET_F_CSUM) | F(VIRTIO_NET_F_GUEST_CSUM) | F(VIRTIO_NET_F_HOST_TSO4) |           \
 	 F(VIRTIO_NET_F_GUEST_TSO4))
 
 static uint8_t sent[70000], got[140000];
@@ -140,7 +140,8 @@ static void tx_case(uint64_t features, bool indirect, size_t piece, bool tso)
 
 		memcpy(sent, &h, hl);
 		make_tcp_frame(sent + hl, len, 5);
-		REQUIRE(rig_post_tx(&r, sent, hl + len, piece < 4096 ? 4096 : piece, indirect) >= 0);
+		REQUIRE(rig_post_tx(&r, sent, hl + len, piece < 4096 ? 4096 : piece, indirect) >=
+			0);
 		CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
 		n = pkt_recv_marked(s, got, sizeof(got), 1000, 0);
 		CHECK(n == (long)len && memcmp(got, sent + hl, len) == 0);
@@ -341,14 +342,18 @@ static void test_tx_bad_headers(void)
 	s = pkt_socket("vt0", false);
 	REQUIRE(s >= 0);
 	struct vnet_hdr bad[] = {
-		/* checksum field past the end of a 100-byte frame */
-		{.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM, .csum_start = htole16(90),
-		 .csum_offset = htole16(16)},
-		/* TSO without HOST_TSO4 negotiated */
-		{.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM, .gso_type = VIRTIO_NET_HDR_GSO_TCPV4,
-		 .gso_size = htole16(1000), .csum_start = htole16(34), .csum_offset = htole16(16)},
-		/* unknown GSO type */
-		{.gso_type = 9},
+	    /* checksum field past the end of a 100-byte frame */
+	    {.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM,
+	     .csum_start = htole16(90),
+	     .csum_offset = htole16(16)},
+	    /* TSO without HOST_TSO4 negotiated */
+	    {.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM,
+	     .gso_type = VIRTIO_NET_HDR_GSO_TCPV4,
+	     .gso_size = htole16(1000),
+	     .csum_start = htole16(34),
+	     .csum_offset = htole16(16)},
+	    /* unknown GSO type */
+	    {.gso_type = 9},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		memcpy(sent, &bad[i], 12);
@@ -442,8 +447,8 @@ static void test_tap_errors(void)
 		int err = tap_open(&c, "vt-noperm", 0);
 
 		_exit((err == -EPERM || err == -EACCES) && strstr(th_log_last, "permission denied")
-			      ? 0
-			      : 1);
+			  ? 0
+			  : 1);
 	}
 	waitpid(pid, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);

@@ -22,14 +22,14 @@ enum {
 };
 
 struct gmem_region {
-	uint64_t gpa;	     /* guest physical start */
-	uint64_t size;	     /* bytes, > 0 */
-	uint64_t uva;	     /* frontend's virtual address (vhost-user ring addresses use it) */
-	uint8_t *host;	     /* our mapping of gpa */
-	void *map_base;	     /* what munmap() needs, NULL if not ours */
+	uint64_t gpa;	/* guest physical start */
+	uint64_t size;	/* bytes, > 0 */
+	uint64_t uva;	/* frontend's virtual address (vhost-user ring addresses use it) */
+	uint8_t *host;	/* our mapping of gpa */
+	void *map_base; /* what munmap() needs, NULL if not ours */
 	size_t map_len;
-	int fd;		     /* -1 if not ours */
-	unsigned perm;	     /* GMEM_READ | GMEM_WRITE */
+	int fd;	       /* -1 if not ours */
+	unsigned perm; /* GMEM_READ | GMEM_WRITE */
 };
 
 struct gmem {

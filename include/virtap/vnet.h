@@ -20,14 +20,14 @@
 #define VNET_MAX_QUEUE_PAIRS 16
 
 struct vnet_config {
-	unsigned rx_budget_pkts;  /* frames per RX handler run (the seed's 50 is QEMU's) */
-	size_t rx_budget_bytes;	  /* bytes per RX handler run */
-	unsigned tx_budget_pkts;  /* chains per TX handler run */
-	size_t tx_budget_bytes;	  /* bytes per TX handler run */
-	unsigned hold_frames;	  /* net queue bound, frames */
-	unsigned rx_cover;	  /* guest bytes gathered before a zero-copy read; the rest of a
-				     larger frame lands in a bounce buffer and is copied */
-	bool pad_short;		  /* pad frames under 60 bytes with zeros */
+	unsigned rx_budget_pkts; /* frames per RX handler run (the seed's 50 is QEMU's) */
+	size_t rx_budget_bytes;	 /* bytes per RX handler run */
+	unsigned tx_budget_pkts; /* chains per TX handler run */
+	size_t tx_budget_bytes;	 /* bytes per TX handler run */
+	unsigned hold_frames;	 /* net queue bound, frames */
+	unsigned rx_cover;	 /* guest bytes gathered before a zero-copy read; the rest of a
+				    larger frame lands in a bounce buffer and is copied */
+	bool pad_short;		 /* pad frames under 60 bytes with zeros */
 };
 
 /* Defaults: budgets like vhost-net's weights (256 packets, 512 KiB). */
@@ -56,8 +56,8 @@ enum vnet_status {
 
 struct vnet_rxbuf {
 	uint16_t head;
-	uint32_t len;	  /* writable bytes in the chain */
-	unsigned iov_at;  /* first iovec in qp->rx_iov */
+	uint32_t len;	 /* writable bytes in the chain */
+	unsigned iov_at; /* first iovec in qp->rx_iov */
 	unsigned niov;
 };
 
@@ -75,10 +75,10 @@ struct vnet_qp {
 	struct netq hold;
 	struct vnet_stats stats;
 	/* scratch, allocated once */
-	struct iovec *rx_iov;	   /* VQ_MAX_IOV + 1 (bounce) */
+	struct iovec *rx_iov;	    /* VQ_MAX_IOV + 1 (bounce) */
 	struct vnet_rxbuf *rx_bufs; /* VQ_MAX_IOV */
-	struct iovec *tx_iov;	   /* VQ_MAX_IOV + 1 (header copy) */
-	uint8_t *bounce;	   /* VNET_MAX_FRAME + header */
+	struct iovec *tx_iov;	    /* VQ_MAX_IOV + 1 (header copy) */
+	uint8_t *bounce;	    /* VNET_MAX_FRAME + header */
 };
 
 int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *cfg,
@@ -102,7 +102,6 @@ uint64_t vnet_offered_features(uint64_t backend_features);
  * Check a header the driver sent with a frame of frame_len bytes (VIRTIO 1.2 5.1.6.2.1).
  * Pure: a fuzzer calls it directly. 0 if acceptable, -EINVAL with *why set otherwise.
  */
-int vnet_hdr_check(const struct vnet_hdr *h, size_t frame_len, uint64_t features,
-		   const char **why);
+int vnet_hdr_check(const struct vnet_hdr *h, size_t frame_len, uint64_t features, const char **why);
 
 #endif

@@ -30,11 +30,11 @@
 static void probe_offloads(struct tap *t)
 {
 	static const unsigned tries[] = {
-		TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO | TUN_F_USO4 |
-			TUN_F_USO6,
-		TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO,
-		TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
-		TUN_F_CSUM,
+	    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO | TUN_F_USO4 |
+		TUN_F_USO6,
+	    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO,
+	    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+	    TUN_F_CSUM,
 	};
 
 	t->tun_offloads = 0;
@@ -54,7 +54,8 @@ static int open_error(const char *name, const char *what, int err)
 	case EPERM:
 	case EACCES:
 		vt_err("tap %s: %s: permission denied (needs CAP_NET_ADMIN, or a persistent TAP "
-		       "owned by this user)", name, what);
+		       "owned by this user)",
+		       name, what);
 		break;
 	case ENOENT:
 	case ENODEV:
@@ -62,11 +63,13 @@ static int open_error(const char *name, const char *what, int err)
 		break;
 	case EINVAL:
 		vt_err("tap %s: %s: rejected; the interface exists but is not a TAP with matching "
-		       "flags (TUN instead of TAP, or multi_queue differs)", name, what);
+		       "flags (TUN instead of TAP, or multi_queue differs)",
+		       name, what);
 		break;
 	case EBUSY:
 		vt_err("tap %s: %s: device busy (already attached with different flags, or all "
-		       "queues in use)", name, what);
+		       "queues in use)",
+		       name, what);
 		break;
 	default:
 		vt_err("tap %s: %s: %s", name, what, strerror(err));
@@ -300,11 +303,11 @@ static uint64_t tap_be_features(void *be)
 }
 
 const struct be_ops tap_be_ops = {
-	.name = "tap",
-	.rx = tap_be_rx,
-	.tx = tap_be_tx,
-	.fd = tap_be_fd,
-	.set_hdr_len = tap_be_set_hdr_len,
-	.set_offloads = tap_be_set_offloads,
-	.features = tap_be_features,
+    .name = "tap",
+    .rx = tap_be_rx,
+    .tx = tap_be_tx,
+    .fd = tap_be_fd,
+    .set_hdr_len = tap_be_set_hdr_len,
+    .set_offloads = tap_be_set_offloads,
+    .features = tap_be_features,
 };

@@ -28,8 +28,8 @@ static void default_sink(void *ctx, int level, const char *msg)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ld virtap %s: %s\n", when, ts.tv_nsec / 1000000L,
-		level_names[level], msg);
+	fprintf(stderr, "%s.%03ld virtap %s: %s\n", when, ts.tv_nsec / 1000000L, level_names[level],
+		msg);
 }
 
 void vt_log_set_level(int level)

@@ -131,8 +131,8 @@ static void backend_watch(struct wrk *w, struct wrk_port *p)
 		p->be_events = ev;
 }
 
-static void watch_fd(struct wrk *w, struct wrk_src *s, struct wrk_port *p, enum src_kind k,
-		     int fd, unsigned ev)
+static void watch_fd(struct wrk *w, struct wrk_src *s, struct wrk_port *p, enum src_kind k, int fd,
+		     unsigned ev)
 {
 	s->kind = k;
 	s->port = p;

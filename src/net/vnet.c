@@ -18,18 +18,18 @@
 #include "virtap/vnet.h"
 
 #define BOUNCE_SIZE (VNET_MAX_FRAME + 256)
-#define ETH_ZLEN_ 60
+#define ETH_ZLEN_   60
 
 void vnet_config_default(struct vnet_config *cfg)
 {
 	*cfg = (struct vnet_config){
-		.rx_budget_pkts = 256,
-		.rx_budget_bytes = 512 * 1024,
-		.tx_budget_pkts = 256,
-		.tx_budget_bytes = 512 * 1024,
-		.hold_frames = 32,
-		.rx_cover = 1536,
-		.pad_short = false,
+	    .rx_budget_pkts = 256,
+	    .rx_budget_bytes = 512 * 1024,
+	    .tx_budget_pkts = 256,
+	    .tx_budget_bytes = 512 * 1024,
+	    .hold_frames = 32,
+	    .rx_cover = 1536,
+	    .pad_short = false,
 	};
 }
 
@@ -119,7 +119,8 @@ int vnet_hdr_check(const struct vnet_hdr *h, size_t frame_len, uint64_t f, const
 			*why = "NEEDS_CSUM without VIRTIO_NET_F_CSUM";
 			return -EINVAL;
 		}
-		/* 5.1.6.2: the checksum field lies at csum_start + csum_offset, inside the frame. */
+		/* 5.1.6.2: the checksum field lies at csum_start + csum_offset, inside the frame.
+		 */
 		if ((size_t)start + off + 2 > frame_len) {
 			*why = "csum_start + csum_offset past the end of the frame";
 			return -EINVAL;
@@ -182,14 +183,17 @@ static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
 	ssize_t n;
 
 	if (c->nin) {
-		vq_mark_broken(&qp->tx, "TX chain has %u device-writable segments (VIRTIO 1.2 "
-					"5.1.6.2: transmit buffers are device-readable)", c->nin);
+		vq_mark_broken(&qp->tx,
+			       "TX chain has %u device-writable segments (VIRTIO 1.2 "
+			       "5.1.6.2: transmit buffers are device-readable)",
+			       c->nin);
 		return -EIO;
 	}
 	if (c->out_len < qp->hdr_len) {
-		vq_mark_broken(&qp->tx, "TX chain of %u bytes is shorter than the %u-byte "
-					"virtio-net header (VIRTIO 1.2 5.1.6.2)", c->out_len,
-			       qp->hdr_len);
+		vq_mark_broken(&qp->tx,
+			       "TX chain of %u bytes is shorter than the %u-byte "
+			       "virtio-net header (VIRTIO 1.2 5.1.6.2)",
+			       c->out_len, qp->hdr_len);
 		return -EIO;
 	}
 	/* One read of the header; the backend gets this checked copy, never the guest's bytes
@@ -310,13 +314,17 @@ static int rx_gather(struct vnet_qp *qp, size_t need, struct gather *g)
 		if (r == 0)
 			return GATHER_EMPTY;
 		if (c.nout) {
-			vq_mark_broken(vq, "RX buffer has %u device-readable segments (VIRTIO 1.2 "
-					   "5.1.6.3: receive buffers are device-writable)", c.nout);
+			vq_mark_broken(vq,
+				       "RX buffer has %u device-readable segments (VIRTIO 1.2 "
+				       "5.1.6.3: receive buffers are device-writable)",
+				       c.nout);
 			return -EIO;
 		}
 		if (c.in_len < qp->hdr_len) {
-			vq_mark_broken(vq, "RX buffer of %u bytes cannot hold the %u-byte header "
-					   "(VIRTIO 1.2 5.1.6.3.1)", c.in_len, qp->hdr_len);
+			vq_mark_broken(vq,
+				       "RX buffer of %u bytes cannot hold the %u-byte header "
+				       "(VIRTIO 1.2 5.1.6.3.1)",
+				       c.in_len, qp->hdr_len);
 			return -EIO;
 		}
 		b = &qp->rx_bufs[g->nb++];
@@ -348,8 +356,8 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 		 * after the frame and before the used entries are published, as vhost-net does. */
 		uint16_t nb = htole16((uint16_t)(qp->mergeable ? k : 1));
 
-		vq_iov_from_buf(qp->rx_iov, qp->rx_bufs[0].niov, offsetof(struct vnet_hdr, num_buffers),
-				&nb, sizeof(nb));
+		vq_iov_from_buf(qp->rx_iov, qp->rx_bufs[0].niov,
+				offsetof(struct vnet_hdr, num_buffers), &nb, sizeof(nb));
 	}
 	left = len;
 	for (unsigned i = 0; i < k; i++) {

@@ -73,12 +73,12 @@ int gmem_add_host(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, vo
 		  unsigned perm)
 {
 	struct gmem_region r = {
-		.gpa = gpa,
-		.size = size,
-		.uva = uva,
-		.host = host,
-		.fd = -1,
-		.perm = perm,
+	    .gpa = gpa,
+	    .size = size,
+	    .uva = uva,
+	    .host = host,
+	    .fd = -1,
+	    .perm = perm,
 	};
 
 	if (!host || !(perm & (GMEM_READ | GMEM_WRITE)))
@@ -86,8 +86,7 @@ int gmem_add_host(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, vo
 	return insert_region(gm, &r);
 }
 
-int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int fd,
-		uint64_t offset)
+int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int fd, uint64_t offset)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	uint64_t delta = offset % (uint64_t)page, last;
@@ -106,14 +105,14 @@ int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int 
 	if (base == MAP_FAILED)
 		return -errno;
 	r = (struct gmem_region){
-		.gpa = gpa,
-		.size = size,
-		.uva = uva,
-		.host = (uint8_t *)base + delta,
-		.map_base = base,
-		.map_len = size + delta,
-		.fd = fd,
-		.perm = GMEM_READ | GMEM_WRITE,
+	    .gpa = gpa,
+	    .size = size,
+	    .uva = uva,
+	    .host = (uint8_t *)base + delta,
+	    .map_base = base,
+	    .map_len = size + delta,
+	    .fd = fd,
+	    .perm = GMEM_READ | GMEM_WRITE,
 	};
 	err = insert_region(gm, &r);
 	if (err)

@@ -16,13 +16,13 @@
 #include "virtap/log.h"
 #include "virtap/vq.h"
 
-#define DESC_F_NEXT	    1
-#define DESC_F_WRITE	    2
-#define DESC_F_INDIRECT	    4
+#define DESC_F_NEXT	     1
+#define DESC_F_WRITE	     2
+#define DESC_F_INDIRECT	     4
 #define AVAIL_F_NO_INTERRUPT 1
 #define USED_F_NO_NOTIFY     1
-#define DESC_SIZE	    16
-#define MAX_TABLE_PIECES    8
+#define DESC_SIZE	     16
+#define MAX_TABLE_PIECES     8
 
 /* A descriptor after its single load from guest memory; fields already in host order. */
 struct desc {
@@ -182,10 +182,10 @@ unsigned vq_avail_count(struct vq *vq)
 struct walk {
 	struct iovec tbl[MAX_TABLE_PIECES]; /* indirect table, mapped */
 	int tbl_pieces;
-	unsigned tbl_n;	     /* entries in the indirect table, 0 if not in one */
-	unsigned tbl_seen;   /* entries visited in it */
-	unsigned ndesc;	     /* ring descriptors visited */
-	uint64_t total;	     /* bytes in the chain */
+	unsigned tbl_n;	   /* entries in the indirect table, 0 if not in one */
+	unsigned tbl_seen; /* entries visited in it */
+	unsigned ndesc;	   /* ring descriptors visited */
+	uint64_t total;	   /* bytes in the chain */
 	bool seen_write;
 };
 
@@ -218,8 +218,10 @@ static int walk_indirect(struct vq *vq, struct walk *w, const struct desc *d)
 		return -EIO;
 	}
 	if (d->len == 0 || d->len % DESC_SIZE) {
-		vq_mark_broken(vq, "indirect table length %u is not a non-zero multiple of 16 "
-				   "(VIRTIO 1.2 2.7.5.3)", d->len);
+		vq_mark_broken(vq,
+			       "indirect table length %u is not a non-zero multiple of 16 "
+			       "(VIRTIO 1.2 2.7.5.3)",
+			       d->len);
 		return -EIO;
 	}
 	if (d->len / DESC_SIZE > VQ_MAX_IOV) {
@@ -272,8 +274,7 @@ static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct
 	}
 	if (n < 0) {
 		vq_mark_broken(vq, "descriptor %#llx+%u is outside guest memory%s",
-			       (unsigned long long)d->addr, d->len,
-			       wr ? " (or not writable)" : "");
+			       (unsigned long long)d->addr, d->len, wr ? " (or not writable)" : "");
 		return -EIO;
 	}
 	if (wr) {
@@ -296,7 +297,7 @@ static int walk_chain(struct vq *vq, uint16_t head, struct vq_chain *c, struct i
 
 	for (;;) {
 		if (w.tbl_n) {
-			/* VIRTIO 1.2 2.7.5.3.1: an indirect chain cannot be longer than its table. */
+			/* VIRTIO 1.2 2.7.5.3.1: no chain longer than its table. */
 			if (++w.tbl_seen > w.tbl_n) {
 				vq_mark_broken(vq, "indirect chain loops (more than %u entries)",
 					       w.tbl_n);
@@ -309,8 +310,10 @@ static int walk_chain(struct vq *vq, uint16_t head, struct vq_chain *c, struct i
 		} else {
 			/* VIRTIO 1.2 2.7.5.2: a chain longer than the queue size is a loop. */
 			if (++w.ndesc > vq->num) {
-				vq_mark_broken(vq, "chain from head %u is longer than the queue "
-						   "size %u (loop)", head, vq->num);
+				vq_mark_broken(vq,
+					       "chain from head %u is longer than the queue "
+					       "size %u (loop)",
+					       head, vq->num);
 				return -EIO;
 			}
 			d = desc_read(vq, i);
@@ -331,7 +334,8 @@ static int walk_chain(struct vq *vq, uint16_t head, struct vq_chain *c, struct i
 		i = d.next;
 		if (i >= (w.tbl_n ? w.tbl_n : vq->num)) {
 			vq_mark_broken(vq, "descriptor next %u is past the %s of %u entries", i,
-				       w.tbl_n ? "indirect table" : "ring", w.tbl_n ? w.tbl_n : vq->num);
+				       w.tbl_n ? "indirect table" : "ring",
+				       w.tbl_n ? w.tbl_n : vq->num);
 			return -EIO;
 		}
 	}
@@ -453,8 +457,7 @@ bool vq_enable_notify(struct vq *vq)
 	return ld16(vq->avail + 2, __ATOMIC_ACQUIRE) != vq->avail_shadow;
 }
 
-size_t vq_iov_from_buf(const struct iovec *iov, unsigned n, size_t off, const void *buf,
-		       size_t len)
+size_t vq_iov_from_buf(const struct iovec *iov, unsigned n, size_t off, const void *buf, size_t len)
 {
 	const uint8_t *src = buf;
 	size_t done = 0;

@@ -162,18 +162,20 @@ int fg_add(struct fg_vq *q, const struct fg_buf *bufs, unsigned n, bool indirect
 		uint64_t tbl = fg_alloc(q->g, 16ull * n, 16);
 
 		for (unsigned k = 0; k < n; k++)
-			fg_raw_table(q->g, tbl, k, bufs[k].gpa, bufs[k].len,
-				     (uint16_t)((k + 1 < n ? F_NEXT : 0) | (bufs[k].write ? F_WRITE : 0)),
-				     (uint16_t)(k + 1 < n ? k + 1 : 0));
+			fg_raw_table(
+			    q->g, tbl, k, bufs[k].gpa, bufs[k].len,
+			    (uint16_t)((k + 1 < n ? F_NEXT : 0) | (bufs[k].write ? F_WRITE : 0)),
+			    (uint16_t)(k + 1 < n ? k + 1 : 0));
 		q->free_head = q->free_next[head];
 		fg_raw_desc(q, head, tbl, 16 * n, F_INDIRECT, 0);
 	} else {
 		for (unsigned k = 0; k < n; k++) {
 			uint16_t next = q->free_next[i];
 
-			fg_raw_desc(q, i, bufs[k].gpa, bufs[k].len,
-				    (uint16_t)((k + 1 < n ? F_NEXT : 0) | (bufs[k].write ? F_WRITE : 0)),
-				    next);
+			fg_raw_desc(
+			    q, i, bufs[k].gpa, bufs[k].len,
+			    (uint16_t)((k + 1 < n ? F_NEXT : 0) | (bufs[k].write ? F_WRITE : 0)),
+			    next);
 			if (k + 1 < n)
 				i = next;
 			else

@@ -21,7 +21,7 @@ struct fg {
 	int memfd;
 	uint8_t *mem; /* guest's own view */
 	uint64_t size;
-	uint64_t brk; /* bump allocator, offset from FG_GPA_BASE */
+	uint64_t brk;	/* bump allocator, offset from FG_GPA_BASE */
 	struct gmem gm; /* device's view */
 };
 
@@ -39,7 +39,7 @@ struct fg_vq {
 	uint16_t last_used;	    /* next used entry the guest reads */
 	uint16_t *free_next;	    /* free descriptor list */
 	uint16_t free_head, nfree;
-	uint16_t *chain_len;	    /* descriptors per head, to free them */
+	uint16_t *chain_len; /* descriptors per head, to free them */
 	int kick_fd, call_fd;
 };
 

@@ -29,7 +29,8 @@ int th_done(const char *name)
 void th_private_netns(void)
 {
 	if (geteuid() != 0) {
-		printf("SKIP: needs root (CAP_NET_ADMIN) for TAP devices and a network namespace\n");
+		printf(
+		    "SKIP: needs root (CAP_NET_ADMIN) for TAP devices and a network namespace\n");
 		exit(TH_SKIP);
 	}
 	/* A mount namespace too, so /sys can show this network namespace's devices (sysfs

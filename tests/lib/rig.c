@@ -15,9 +15,8 @@
 #include "netns.h"
 #include "rig.h"
 
-
-int rig_init(struct rig *r, const char *ifname, uint64_t features,
-	     const struct vnet_config *cfg, uint16_t num)
+int rig_init(struct rig *r, const char *ifname, uint64_t features, const struct vnet_config *cfg,
+	     uint16_t num)
 {
 	int err;
 

@@ -26,8 +26,8 @@ struct rig {
 };
 
 /* Create TAP `ifname` (10.77.0.1/24, up, no IPv6 chatter) and a qp with these features. */
-int rig_init(struct rig *r, const char *ifname, uint64_t features,
-	     const struct vnet_config *cfg, uint16_t num);
+int rig_init(struct rig *r, const char *ifname, uint64_t features, const struct vnet_config *cfg,
+	     uint16_t num);
 void rig_destroy(struct rig *r);
 /* Post n RX buffers of size bytes; indirect splits each into header + rest in one table. */
 void rig_post_rx(struct rig *r, unsigned n, uint32_t size, bool indirect);
