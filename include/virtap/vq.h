@@ -82,7 +82,8 @@ uint16_t vq_stop(struct vq *vq);
 
 /*
  * Pop the next available chain into iov (at most max_iov entries).
- * Returns 1 with *c filled, 0 if the ring is empty, or -EIO if the queue is (now) broken.
+ * Returns 1 with *c filled, 0 if the ring is empty, -EIO if the queue is (now) broken, or
+ * -ENOBUFS if max_iov < VQ_MAX_IOV and the chain needs more (nothing consumed, not broken).
  */
 int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_iov);
 /* Number of chains the driver has made available that we have not popped (re-reads avail idx). */

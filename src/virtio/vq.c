@@ -348,6 +348,8 @@ int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_io
 
 	if (vq->broken || !vq->ready)
 		return vq->broken ? -EIO : 0;
+	if (max_iov > VQ_MAX_IOV) /* the per-chain segment bound holds whatever the caller has */
+		max_iov = VQ_MAX_IOV;
 	if (vq->last_avail == vq->avail_shadow) {
 		err = avail_refresh(vq);
 		if (err <= 0)
