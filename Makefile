@@ -8,7 +8,7 @@ build:
 	cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 	ninja -C build
 
-demo: build
+demo:
 	scripts/demo.sh
 
 test:

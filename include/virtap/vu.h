@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vhost-user net ports. A port is one vhost-user socket (server: we listen; client: we connect to
+ * a frontend listening) bound to one TAP device (one TAP queue per queue pair). The port speaks the
+ * vhost-user protocol on the control-plane event loop and hands the rings to worker threads.
+ * Every message is validated before use; a bad one fails or drops that port's connection only.
+ */
+#ifndef VIRTAP_VU_H
+#define VIRTAP_VU_H
+
+#include <net/if.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/un.h>
+
+#include "virtap/evl.h"
+#include "virtap/vnet.h"
+
+enum vu_threads {
+	VU_THREADS_PORT = 0,  /* one worker thread for all queue pairs of the port */
+	VU_THREADS_QUEUE = 1, /* one worker thread per queue pair */
+};
+
+struct vu_port_config {
+	char name[32];
+	char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char tap[IF_NAMESIZE];
+	bool client;	       /* connect to the frontend's socket instead of listening */
+	unsigned reconnect_ms; /* client mode: retry interval */
+	unsigned queues;       /* queue pairs offered, 1..VNET_MAX_QUEUE_PAIRS */
+	unsigned mtu;	       /* 0: leave the TAP's MTU and do not offer VIRTIO_NET_F_MTU */
+	enum vu_threads threads;
+	struct vnet_config net; /* budgets, hold size, padding */
+};
+
+void vu_port_config_default(struct vu_port_config *c);
+
+struct vu_port;
+
+/* Open the TAP (creating it if needed, link up), then listen or start connecting. */
+int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struct evl *loop);
+void vu_port_destroy(struct vu_port *p);
+bool vu_port_connected(const struct vu_port *p);
+const char *vu_port_name(const struct vu_port *p);
+/* Sum of every queue pair's counters. */
+void vu_port_stats(const struct vu_port *p, struct vnet_stats *st);
+
+#endif

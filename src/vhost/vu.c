@@ -1,0 +1,1106 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vhost-user net port: the protocol server for one socket. Threat model: the peer on the socket is
+ * a separate, possibly compromised process (a frontend exposed to a hostile guest, or anything that
+ * can reach the socket). Every message is size-, fd- and range-checked against a table before a
+ * handler sees it; handlers check values (ring indices, queue sizes, addresses inside the memory
+ * map). A bad message fails that message (REPLY_ACK) or drops this connection; it never touches
+ * another port. Ring state changes are applied with the ring's queue pair detached from its
+ * worker, so the datapath never sees half-updated state and needs no locks.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "virtap/gmem.h"
+#include "virtap/log.h"
+#include "virtap/tap.h"
+#include "virtap/vu.h"
+#include "virtap/wrk.h"
+#include "vu_proto.h"
+
+#define NRINGS_MAX (2 * VNET_MAX_QUEUE_PAIRS)
+#define F(b)	   (1ull << (b))
+
+struct vu_vring {
+	uint32_t num;
+	struct vu_vring_addr addr;
+	bool addr_set;
+	uint16_t base;
+	int kick_fd, call_fd, err_fd;
+	bool started; /* has a kick fd (or was told to poll) and no GET_VRING_BASE since */
+	bool enabled;
+	bool running; /* set up on a virtqueue and served by a worker */
+	bool broken;  /* stays broken until the frontend stops and restarts the ring */
+	struct vq_stats stats;
+};
+
+struct vu_port {
+	struct vu_port_config cfg;
+	struct evl *loop;
+	int listen_fd, conn_fd;
+	long reconnect_timer;
+	bool connect_failed_logged;
+	unsigned nrings;
+	struct tap taps[VNET_MAX_QUEUE_PAIRS];
+	struct vnet_qp qps[VNET_MAX_QUEUE_PAIRS];
+	struct wrk *wrk_of[VNET_MAX_QUEUE_PAIRS];
+	struct wrk *wrks[VNET_MAX_QUEUE_PAIRS];
+	struct gmem *mem;
+	uint64_t features, pfeatures;
+	bool features_set, owner;
+	struct vu_vring vr[NRINGS_MAX];
+	/* the message being received */
+	union {
+		struct vu_hdr hdr;
+		uint8_t bytes[sizeof(struct vu_hdr) + VU_MAX_PAYLOAD];
+	} in;
+	size_t have;
+	int fds[VU_MAX_FDS];
+	unsigned nfds;
+	bool fds_overflow;
+};
+
+struct vu_ctx {
+	struct vu_hdr hdr;
+	const uint8_t *payload;
+	int *fds;
+	unsigned nfds;
+	uint8_t reply[VU_MAX_PAYLOAD];
+	uint32_t reply_size;
+	bool has_reply;
+};
+
+typedef int (*vu_handler_fn)(struct vu_port *p, struct vu_ctx *c);
+
+struct vu_rule {
+	const char *name;
+	uint16_t min_size, max_size;
+	uint8_t min_fds, max_fds;
+	vu_handler_fn fn;
+};
+
+static void port_disconnect(struct vu_port *p, const char *why);
+
+void vu_port_config_default(struct vu_port_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "port0");
+	c->reconnect_ms = 1000;
+	c->queues = 1;
+	c->threads = VU_THREADS_PORT;
+	vnet_config_default(&c->net);
+}
+
+const char *vu_port_name(const struct vu_port *p)
+{
+	return p->cfg.name;
+}
+
+bool vu_port_connected(const struct vu_port *p)
+{
+	return p->conn_fd >= 0;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* ---- features -------------------------------------------------------------------------- */
+
+static uint64_t offered_features(const struct vu_port *p)
+{
+	uint64_t f = vnet_offered_features(tap_features(&p->taps[0]));
+
+	f |= F(VU_F_PROTOCOL_FEATURES) | F(27) /* ANY_LAYOUT: headers may share descriptors */;
+	if (p->cfg.mtu)
+		f |= F(VIRTIO_NET_F_MTU);
+	if (p->cfg.queues > 1)
+		f |= F(VIRTIO_NET_F_MQ);
+	return f;
+}
+
+static uint64_t offered_pfeatures(const struct vu_port *p)
+{
+	/* Not CONFIG: virtio-net frontends own the config space (QEMU warns if offered). */
+	uint64_t f =
+	    F(VU_PF_MQ) | F(VU_PF_REPLY_ACK) | F(VU_PF_RARP) | F(VU_PF_CONFIGURE_MEM_SLOTS);
+
+	if (p->cfg.mtu)
+		f |= F(VU_PF_MTU);
+	return f;
+}
+
+/* ---- rings: attach/detach queue pairs -------------------------------------------------- */
+
+static struct wrk *worker_for(struct vu_port *p, unsigned qp)
+{
+	unsigned w = p->cfg.threads == VU_THREADS_QUEUE ? qp : 0;
+	char name[16];
+
+	if (!p->wrks[w]) {
+		snprintf(name, sizeof(name), "vt-%.6s-%u", p->cfg.name, w);
+		if (wrk_create(&p->wrks[w], name))
+			return NULL;
+		if (wrk_start(p->wrks[w])) {
+			wrk_destroy(p->wrks[w]);
+			p->wrks[w] = NULL;
+		}
+	}
+	return p->wrks[w];
+}
+
+/* Take queue pair i away from its worker, remembering where its running rings stand. */
+static void qp_detach(struct vu_port *p, unsigned i)
+{
+	struct vnet_qp *qp = &p->qps[i];
+	struct vu_vring *rx = &p->vr[2 * i], *tx = &p->vr[2 * i + 1];
+	uint16_t rb, tb;
+
+	if (!p->wrk_of[i])
+		return;
+	wrk_remove(p->wrk_of[i], qp, &rb, &tb);
+	p->wrk_of[i] = NULL;
+	if (rx->running) {
+		rx->base = rb;
+		rx->broken |= vq_is_broken(&qp->rx);
+		rx->stats = qp->rx.stats;
+	}
+	if (tx->running) {
+		tx->base = tb;
+		tx->broken |= vq_is_broken(&qp->tx);
+		tx->stats = qp->tx.stats;
+	}
+	rx->running = tx->running = false;
+	vq_init(&qp->rx);
+	vq_init(&qp->tx);
+}
+
+/* Set up one ring on its virtqueue if the frontend has given us everything it needs. */
+static void ring_setup(struct vu_port *p, unsigned idx, struct vq *vq)
+{
+	struct vu_vring *r = &p->vr[idx];
+	uint64_t d, a, u;
+	char name[24];
+
+	vq_init(vq);
+	if (!r->started || !r->enabled || !r->addr_set || !r->num || r->broken || !p->mem)
+		return;
+	if (gmem_uva_to_gpa(p->mem, r->addr.desc_user_addr, 16ull * r->num, &d) ||
+	    gmem_uva_to_gpa(p->mem, r->addr.avail_user_addr, 6 + 2ull * r->num, &a) ||
+	    gmem_uva_to_gpa(p->mem, r->addr.used_user_addr, 6 + 8ull * r->num, &u)) {
+		vt_err("%s: ring %u addresses are outside the memory table; ring not started",
+		       p->cfg.name, idx);
+		return;
+	}
+	snprintf(name, sizeof(name), "%.10s:%s%u", p->cfg.name, idx & 1 ? "tx" : "rx", idx / 2);
+	vq->kick_fd = r->kick_fd;
+	vq->call_fd = r->call_fd;
+	if (vq_setup(vq, p->mem, name, (uint16_t)r->num, d, a, u, p->features))
+		return;
+	vq_set_base(vq, r->base);
+	vq->stats = r->stats;
+	r->running = true;
+}
+
+static void qp_attach(struct vu_port *p, unsigned i)
+{
+	struct vnet_qp *qp = &p->qps[i];
+	struct wrk *w;
+
+	if (p->wrk_of[i])
+		return;
+	if (vnet_qp_set_features(qp, p->features))
+		vt_warn("%s: queue pair %u: backend refused the negotiated offloads", p->cfg.name,
+			i);
+	ring_setup(p, 2 * i, &qp->rx);
+	ring_setup(p, 2 * i + 1, &qp->tx);
+	if (!p->vr[2 * i].running && !p->vr[2 * i + 1].running)
+		return;
+	w = worker_for(p, i);
+	if (!w || wrk_add(w, qp)) {
+		vt_err("%s: queue pair %u: no worker to serve it", p->cfg.name, i);
+		p->vr[2 * i].running = p->vr[2 * i + 1].running = false;
+		return;
+	}
+	p->wrk_of[i] = w;
+}
+
+static void all_detach(struct vu_port *p)
+{
+	for (unsigned i = 0; i < p->cfg.queues; i++)
+		qp_detach(p, i);
+}
+
+static void all_attach(struct vu_port *p)
+{
+	for (unsigned i = 0; i < p->cfg.queues; i++)
+		qp_attach(p, i);
+}
+
+/* ---- handlers ---------------------------------------------------------------------------- */
+
+static uint64_t get_u64(const struct vu_ctx *c)
+{
+	uint64_t v = 0;
+
+	memcpy(&v, c->payload, c->hdr.size < 8 ? c->hdr.size : 8);
+	return le64toh(v);
+}
+
+static void reply_u64(struct vu_ctx *c, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(c->reply, &v, 8);
+	c->reply_size = 8;
+	c->has_reply = true;
+}
+
+/* A ring index from a message; checked against the rings this port has. */
+static int ring_index(struct vu_port *p, uint32_t idx)
+{
+	if (idx >= p->nrings) {
+		vt_err("%s: ring index %u out of range (port has %u rings)", p->cfg.name, idx,
+		       p->nrings);
+		return -EINVAL;
+	}
+	return (int)idx;
+}
+
+static int h_get_features(struct vu_port *p, struct vu_ctx *c)
+{
+	reply_u64(c, offered_features(p));
+	return 0;
+}
+
+static int h_set_features(struct vu_port *p, struct vu_ctx *c)
+{
+	uint64_t f = get_u64(c), extra = f & ~offered_features(p);
+
+	if (extra) {
+		vt_err("%s: frontend acked features we never offered: %#llx", p->cfg.name,
+		       (unsigned long long)extra);
+		return -EINVAL;
+	}
+	all_detach(p);
+	p->features = f;
+	p->features_set = true;
+	all_attach(p);
+	return 0;
+}
+
+static int h_set_owner(struct vu_port *p, struct vu_ctx *c)
+{
+	(void)c;
+	p->owner = true;
+	return 0;
+}
+
+static void rings_reset(struct vu_port *p)
+{
+	all_detach(p);
+	for (unsigned i = 0; i < NRINGS_MAX; i++) {
+		struct vu_vring *r = &p->vr[i];
+
+		close_fd(&r->kick_fd);
+		close_fd(&r->call_fd);
+		close_fd(&r->err_fd);
+		memset(r, 0, sizeof(*r));
+		r->kick_fd = r->call_fd = r->err_fd = -1;
+	}
+	for (unsigned i = 0; i < p->cfg.queues; i++) {
+		netq_purge(&p->qps[i].hold);
+		vnet_qp_set_features(&p->qps[i], 0);
+	}
+}
+
+static int h_reset_owner(struct vu_port *p, struct vu_ctx *c)
+{
+	(void)c;
+	rings_reset(p);
+	p->features = 0;
+	p->features_set = false;
+	p->owner = false;
+	return 0;
+}
+
+static int mem_add(struct gmem *gm, const struct vu_mem_region *r, int *fd, const char *port)
+{
+	int err = gmem_add_fd(gm, r->guest_phys_addr, r->memory_size, r->userspace_addr, *fd,
+			      r->mmap_offset);
+
+	if (err) {
+		vt_err("%s: memory region gpa %#llx size %#llx offset %#llx rejected: %s", port,
+		       (unsigned long long)r->guest_phys_addr, (unsigned long long)r->memory_size,
+		       (unsigned long long)r->mmap_offset, strerror(-err));
+		return err;
+	}
+	*fd = -1; /* the map owns it now */
+	return 0;
+}
+
+static int h_set_mem_table(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_mem_table t = {0};
+	struct gmem *gm;
+	int err = 0;
+
+	memcpy(&t, c->payload, c->hdr.size);
+	if (t.nregions == 0 || t.nregions > VU_MAX_MEM_REGIONS ||
+	    c->hdr.size != 8 + t.nregions * sizeof(struct vu_mem_region) || c->nfds != t.nregions) {
+		vt_err("%s: SET_MEM_TABLE with %u regions, %u bytes and %u fds is inconsistent",
+		       p->cfg.name, t.nregions, c->hdr.size, c->nfds);
+		return -EINVAL;
+	}
+	gm = calloc(1, sizeof(*gm));
+	if (!gm)
+		return -ENOMEM;
+	gmem_init(gm);
+	for (unsigned i = 0; i < t.nregions && !err; i++)
+		err = mem_add(gm, &t.regions[i], &c->fds[i], p->cfg.name);
+	if (err) {
+		gmem_clear(gm);
+		free(gm);
+		return err;
+	}
+	/* Quiesce: no worker may hold a pointer into the old map while we swap it. */
+	all_detach(p);
+	if (p->mem) {
+		gmem_clear(p->mem);
+		free(p->mem);
+	}
+	p->mem = gm;
+	all_attach(p);
+	return 0;
+}
+
+static int h_get_max_mem_slots(struct vu_port *p, struct vu_ctx *c)
+{
+	(void)p;
+	reply_u64(c, VU_MAX_MEM_SLOTS);
+	return 0;
+}
+
+static int h_add_mem_reg(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_mem_reg_msg m;
+	int err;
+
+	memcpy(&m, c->payload, sizeof(m));
+	if (!p->mem) {
+		p->mem = calloc(1, sizeof(*p->mem));
+		if (!p->mem)
+			return -ENOMEM;
+		gmem_init(p->mem);
+	}
+	all_detach(p);
+	err = mem_add(p->mem, &m.region, &c->fds[0], p->cfg.name);
+	all_attach(p);
+	return err;
+}
+
+static int h_rem_mem_reg(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_mem_reg_msg m;
+	int err;
+
+	memcpy(&m, c->payload, sizeof(m));
+	if (!p->mem)
+		return -ENOENT;
+	all_detach(p);
+	err = gmem_remove(p->mem, m.region.guest_phys_addr, m.region.memory_size);
+	all_attach(p);
+	if (err)
+		vt_err("%s: REM_MEM_REG of a region we do not have (gpa %#llx)", p->cfg.name,
+		       (unsigned long long)m.region.guest_phys_addr);
+	return err;
+}
+
+static int h_not_supported(struct vu_port *p, struct vu_ctx *c)
+{
+	vt_warn("%s: request %u is not supported (feature not offered)", p->cfg.name,
+		c->hdr.request);
+	return -ENOTSUP;
+}
+
+static int h_set_vring_num(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_vring_state s;
+	int i;
+
+	memcpy(&s, c->payload, sizeof(s));
+	i = ring_index(p, s.index);
+	if (i < 0)
+		return i;
+	/* VIRTIO 1.2 2.7: a split queue's size is a power of two, at most 32768. */
+	if (!s.num || (s.num & (s.num - 1)) || s.num > VQ_MAX_SIZE) {
+		vt_err("%s: ring %d size %u is not a power of two <= %u", p->cfg.name, i, s.num,
+		       VQ_MAX_SIZE);
+		return -EINVAL;
+	}
+	if (p->vr[i].started) {
+		vt_err("%s: ring %d resized while started", p->cfg.name, i);
+		return -EBUSY;
+	}
+	p->vr[i].num = s.num;
+	return 0;
+}
+
+static int h_set_vring_addr(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_vring_addr a;
+	struct vu_vring *r;
+	uint64_t gpa;
+	int i;
+
+	memcpy(&a, c->payload, sizeof(a));
+	i = ring_index(p, a.index);
+	if (i < 0)
+		return i;
+	r = &p->vr[i];
+	if (a.flags & ~1u) {
+		vt_err("%s: ring %d address flags %#x unknown", p->cfg.name, i, a.flags);
+		return -EINVAL;
+	}
+	/* The rings must lie inside the memory table we have (when we know both). */
+	if (p->mem && r->num &&
+	    (gmem_uva_to_gpa(p->mem, a.desc_user_addr, 16ull * r->num, &gpa) ||
+	     gmem_uva_to_gpa(p->mem, a.avail_user_addr, 6 + 2ull * r->num, &gpa) ||
+	     gmem_uva_to_gpa(p->mem, a.used_user_addr, 6 + 8ull * r->num, &gpa))) {
+		vt_err("%s: ring %d addresses desc %#llx avail %#llx used %#llx are outside the "
+		       "memory table",
+		       p->cfg.name, i, (unsigned long long)a.desc_user_addr,
+		       (unsigned long long)a.avail_user_addr, (unsigned long long)a.used_user_addr);
+		return -EFAULT;
+	}
+	qp_detach(p, (unsigned)i / 2);
+	r->addr = a;
+	r->addr_set = true;
+	qp_attach(p, (unsigned)i / 2);
+	return 0;
+}
+
+static int h_set_vring_base(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_vring_state s;
+	int i;
+
+	memcpy(&s, c->payload, sizeof(s));
+	i = ring_index(p, s.index);
+	if (i < 0)
+		return i;
+	if (s.num > 0xffff) {
+		vt_err("%s: ring %d base %u does not fit a split ring index", p->cfg.name, i,
+		       s.num);
+		return -EINVAL;
+	}
+	if (p->vr[i].started) {
+		vt_err("%s: ring %d base set while started", p->cfg.name, i);
+		return -EBUSY;
+	}
+	p->vr[i].base = (uint16_t)s.num;
+	return 0;
+}
+
+static int h_get_vring_base(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_vring_state s;
+	struct vu_vring *r;
+	int i;
+
+	memcpy(&s, c->payload, sizeof(s));
+	i = ring_index(p, s.index);
+	if (i < 0)
+		return i;
+	r = &p->vr[i];
+	qp_detach(p, (unsigned)i / 2);
+	r->started = false;
+	/* A stopped ring's next life starts clean: the driver resets it before restarting. */
+	r->broken = false;
+	close_fd(&r->kick_fd);
+	if (i % 2 == 0)
+		netq_purge(&p->qps[i / 2].hold);
+	qp_attach(p, (unsigned)i / 2);
+	s.num = r->base;
+	memcpy(c->reply, &s, sizeof(s));
+	c->reply_size = sizeof(s);
+	c->has_reply = true;
+	return 0;
+}
+
+/* SET_VRING_KICK/CALL/ERR payload: ring index in bits 0-7, bit 8 "no fd". */
+static int vring_fd(struct vu_port *p, struct vu_ctx *c, int *idx, int *fd)
+{
+	uint64_t v = get_u64(c);
+	bool nofd = v & VU_VRING_NOFD;
+
+	if (v & ~(VU_VRING_IDX_MASK | VU_VRING_NOFD)) {
+		vt_err("%s: vring fd message with unknown bits %#llx", p->cfg.name,
+		       (unsigned long long)v);
+		return -EINVAL;
+	}
+	*idx = ring_index(p, (uint32_t)(v & VU_VRING_IDX_MASK));
+	if (*idx < 0)
+		return *idx;
+	if (nofd != (c->nfds == 0)) {
+		vt_err("%s: vring fd message says %s but carries %u fds", p->cfg.name,
+		       nofd ? "no fd" : "an fd", c->nfds);
+		return -EINVAL;
+	}
+	*fd = nofd ? -1 : c->fds[0];
+	if (!nofd)
+		c->fds[0] = -1;
+	return 0;
+}
+
+static int h_set_vring_kick(struct vu_port *p, struct vu_ctx *c)
+{
+	int i, fd, err = vring_fd(p, c, &i, &fd);
+	struct vu_vring *r;
+
+	if (err)
+		return err;
+	r = &p->vr[i];
+	qp_detach(p, (unsigned)i / 2);
+	close_fd(&r->kick_fd);
+	r->kick_fd = fd;
+	if (fd >= 0)
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	else
+		vt_warn("%s: ring %d has no kick fd (polling frontends are not served yet)",
+			p->cfg.name, i);
+	r->started = true;
+	/* vhost-user: without PROTOCOL_FEATURES a ring is enabled as soon as it starts. */
+	if (!(p->features & F(VU_F_PROTOCOL_FEATURES)))
+		r->enabled = true;
+	qp_attach(p, (unsigned)i / 2);
+	return 0;
+}
+
+static int h_set_vring_call(struct vu_port *p, struct vu_ctx *c)
+{
+	int i, fd, err = vring_fd(p, c, &i, &fd);
+
+	if (err)
+		return err;
+	/* The worker may be signalling the old fd: swap it with the pair detached. */
+	qp_detach(p, (unsigned)i / 2);
+	close_fd(&p->vr[i].call_fd);
+	p->vr[i].call_fd = fd;
+	qp_attach(p, (unsigned)i / 2);
+	return 0;
+}
+
+static int h_set_vring_err(struct vu_port *p, struct vu_ctx *c)
+{
+	int i, fd, err = vring_fd(p, c, &i, &fd);
+
+	if (err)
+		return err;
+	close_fd(&p->vr[i].err_fd);
+	p->vr[i].err_fd = fd;
+	return 0;
+}
+
+static int h_get_protocol_features(struct vu_port *p, struct vu_ctx *c)
+{
+	reply_u64(c, offered_pfeatures(p));
+	return 0;
+}
+
+static int h_set_protocol_features(struct vu_port *p, struct vu_ctx *c)
+{
+	uint64_t f = get_u64(c), extra = f & ~offered_pfeatures(p);
+
+	if (extra) {
+		vt_err("%s: frontend acked protocol features we never offered: %#llx", p->cfg.name,
+		       (unsigned long long)extra);
+		return -EINVAL;
+	}
+	p->pfeatures = f;
+	return 0;
+}
+
+static int h_get_queue_num(struct vu_port *p, struct vu_ctx *c)
+{
+	reply_u64(c, p->cfg.queues);
+	return 0;
+}
+
+static int h_set_vring_enable(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_vring_state s;
+	int i;
+
+	memcpy(&s, c->payload, sizeof(s));
+	i = ring_index(p, s.index);
+	if (i < 0)
+		return i;
+	if (s.num > 1) {
+		vt_err("%s: SET_VRING_ENABLE %u for ring %d is neither 0 nor 1", p->cfg.name, s.num,
+		       i);
+		return -EINVAL;
+	}
+	qp_detach(p, (unsigned)i / 2);
+	p->vr[i].enabled = s.num;
+	qp_attach(p, (unsigned)i / 2);
+	return 0;
+}
+
+static int h_send_rarp(struct vu_port *p, struct vu_ctx *c)
+{
+	uint8_t f[12 + 60] = {0}, *e = f + 12;
+	struct iovec iov = {.iov_base = f + 12 - p->taps[0].hdr_len,
+			    .iov_len = (size_t)p->taps[0].hdr_len + 60};
+
+	/* Announce the guest's MAC after migration: a broadcast RARP "request reverse". */
+	memset(e, 0xff, 6);
+	memcpy(e + 6, c->payload, 6);
+	e[12] = 0x80;
+	e[13] = 0x35;
+	e[14] = 0x00, e[15] = 0x01, e[16] = 0x08, e[17] = 0x00, e[18] = 6, e[19] = 4;
+	e[20] = 0x00, e[21] = 0x03;
+	memcpy(e + 22, c->payload, 6);
+	memcpy(e + 32, c->payload, 6);
+	if (tap_be_ops.tx(&p->taps[0], &iov, 1) < 0)
+		vt_warn("%s: RARP announcement not sent", p->cfg.name);
+	return 0;
+}
+
+static int h_net_set_mtu(struct vu_port *p, struct vu_ctx *c)
+{
+	uint64_t mtu = get_u64(c);
+
+	if (mtu < 68 || mtu > 65535) {
+		vt_err("%s: MTU %llu out of range", p->cfg.name, (unsigned long long)mtu);
+		return -EINVAL;
+	}
+	return tap_set_mtu(p->cfg.tap, (unsigned)mtu);
+}
+
+static int h_get_config(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_config cfg = {0};
+	uint8_t space[12] = {0}; /* mac[6], status, max_virtqueue_pairs, mtu */
+	uint16_t v;
+
+	memcpy(&cfg, c->payload, c->hdr.size);
+	if (cfg.size > VU_CONFIG_MAX || c->hdr.size != 12 + cfg.size ||
+	    cfg.offset > sizeof(space) || cfg.size > sizeof(space) - cfg.offset) {
+		vt_err("%s: GET_CONFIG offset %u size %u outside the virtio-net config",
+		       p->cfg.name, cfg.offset, cfg.size);
+		return -EINVAL;
+	}
+	v = htole16(1); /* VIRTIO_NET_S_LINK_UP */
+	memcpy(space + 6, &v, 2);
+	v = htole16((uint16_t)p->cfg.queues);
+	memcpy(space + 8, &v, 2);
+	v = htole16((uint16_t)p->cfg.mtu);
+	memcpy(space + 10, &v, 2);
+	memset(cfg.region, 0, sizeof(cfg.region));
+	memcpy(cfg.region, space + cfg.offset, cfg.size);
+	memcpy(c->reply, &cfg, c->hdr.size);
+	c->reply_size = c->hdr.size;
+	c->has_reply = true;
+	return 0;
+}
+
+#define RULE(req, fn_, min, max, fmin, fmax)                                                       \
+	[VU_##req] = {.name = #req,                                                                \
+		      .min_size = (min),                                                           \
+		      .max_size = (max),                                                           \
+		      .min_fds = (fmin),                                                           \
+		      .max_fds = (fmax),                                                           \
+		      .fn = (fn_)}
+
+/* What every request may carry. Sizes in bytes of payload; fds attached. Checked before use. */
+static const struct vu_rule rules[VU_REQ_MAX] = {
+    RULE(GET_FEATURES, h_get_features, 0, 8, 0, 0),
+    RULE(SET_FEATURES, h_set_features, 8, 8, 0, 0),
+    RULE(SET_OWNER, h_set_owner, 0, 8, 0, 0),
+    RULE(RESET_OWNER, h_reset_owner, 0, 8, 0, 0),
+    RULE(SET_MEM_TABLE, h_set_mem_table, 8 + sizeof(struct vu_mem_region),
+	 sizeof(struct vu_mem_table), 1, VU_MAX_MEM_REGIONS),
+    RULE(SET_LOG_BASE, h_not_supported, 0, VU_MAX_PAYLOAD, 0, 1),
+    RULE(SET_LOG_FD, h_not_supported, 0, 8, 0, 1),
+    RULE(SET_VRING_NUM, h_set_vring_num, 8, 8, 0, 0),
+    RULE(SET_VRING_ADDR, h_set_vring_addr, sizeof(struct vu_vring_addr),
+	 sizeof(struct vu_vring_addr), 0, 0),
+    RULE(SET_VRING_BASE, h_set_vring_base, 8, 8, 0, 0),
+    RULE(GET_VRING_BASE, h_get_vring_base, 8, 8, 0, 0),
+    RULE(SET_VRING_KICK, h_set_vring_kick, 8, 8, 0, 1),
+    RULE(SET_VRING_CALL, h_set_vring_call, 8, 8, 0, 1),
+    RULE(SET_VRING_ERR, h_set_vring_err, 8, 8, 0, 1),
+    RULE(GET_PROTOCOL_FEATURES, h_get_protocol_features, 0, 8, 0, 0),
+    RULE(SET_PROTOCOL_FEATURES, h_set_protocol_features, 8, 8, 0, 0),
+    RULE(GET_QUEUE_NUM, h_get_queue_num, 0, 8, 0, 0),
+    RULE(SET_VRING_ENABLE, h_set_vring_enable, 8, 8, 0, 0),
+    RULE(SEND_RARP, h_send_rarp, 8, 8, 0, 0),
+    RULE(NET_SET_MTU, h_net_set_mtu, 8, 8, 0, 0),
+    RULE(SET_VRING_ENDIAN, h_not_supported, 8, 8, 0, 0),
+    /* Answered although CONFIG is not offered: some frontends ask regardless. */
+    RULE(GET_CONFIG, h_get_config, 12, sizeof(struct vu_config), 0, 0),
+    RULE(SET_CONFIG, h_not_supported, 12, sizeof(struct vu_config), 0, 0),
+    RULE(GET_MAX_MEM_SLOTS, h_get_max_mem_slots, 0, 8, 0, 0),
+    RULE(ADD_MEM_REG, h_add_mem_reg, sizeof(struct vu_mem_reg_msg), sizeof(struct vu_mem_reg_msg),
+	 1, 1),
+    RULE(REM_MEM_REG, h_rem_mem_reg, sizeof(struct vu_mem_reg_msg), sizeof(struct vu_mem_reg_msg),
+	 0, 1),
+};
+
+/* ---- the connection -------------------------------------------------------------------- */
+
+static int send_reply(struct vu_port *p, uint32_t req, const void *payload, uint32_t size)
+{
+	struct vu_hdr h = {.request = req, .flags = VU_VERSION | VU_FLAG_REPLY, .size = size};
+	struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)payload, size}};
+	struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+
+	if (sendmsg(p->conn_fd, &m, MSG_NOSIGNAL) != (ssize_t)(sizeof(h) + size))
+		return -EIO;
+	return 0;
+}
+
+/* Check one complete message against the table and run it. Returns false to disconnect. */
+static bool dispatch(struct vu_port *p)
+{
+	struct vu_ctx c = {.hdr = p->in.hdr,
+			   .payload = p->in.bytes + sizeof(struct vu_hdr),
+			   .fds = p->fds,
+			   .nfds = p->nfds};
+	const struct vu_rule *r = c.hdr.request < VU_REQ_MAX ? &rules[c.hdr.request] : NULL;
+	bool want_ack = (c.hdr.flags & VU_FLAG_NEED_REPLY) && (p->pfeatures & F(VU_PF_REPLY_ACK));
+	int err;
+
+	if (!r || !r->fn) {
+		vt_err("%s: unknown request %u", p->cfg.name, c.hdr.request);
+		if (!want_ack)
+			return false;
+		return send_reply(p, c.hdr.request, &(uint64_t){1}, 8) == 0;
+	}
+	if (c.hdr.size < r->min_size || c.hdr.size > r->max_size || c.nfds < r->min_fds ||
+	    c.nfds > r->max_fds || p->fds_overflow) {
+		vt_err("%s: %s with %u bytes and %u fds (expected %u-%u bytes, %u-%u fds)",
+		       p->cfg.name, r->name, c.hdr.size, c.nfds, r->min_size, r->max_size,
+		       r->min_fds, r->max_fds);
+		return false;
+	}
+	vt_debug("%s: %s", p->cfg.name, r->name);
+	err = r->fn(p, &c);
+	if (c.has_reply && !err)
+		return send_reply(p, c.hdr.request, c.reply, c.reply_size) == 0;
+	if (want_ack) {
+		uint64_t status = err ? 1 : 0;
+
+		return send_reply(p, c.hdr.request, &status, 8) == 0;
+	}
+	if (err == -ENOTSUP)
+		return true;
+	if (err)
+		vt_err("%s: %s failed (%s); dropping the connection", p->cfg.name, r->name,
+		       strerror(-err));
+	return !err;
+}
+
+static void msg_reset(struct vu_port *p)
+{
+	for (unsigned i = 0; i < p->nfds; i++)
+		close_fd(&p->fds[i]);
+	p->nfds = 0;
+	p->have = 0;
+	p->fds_overflow = false;
+}
+
+/* Take the fds of one recvmsg; more than a message may carry are closed on the spot. */
+static void take_fds(struct vu_port *p, struct msghdr *m)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
+		size_t n;
+		int *fds;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		fds = (int *)CMSG_DATA(cm);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, &fds[i], sizeof(fd));
+			if (p->nfds < VU_MAX_FDS) {
+				p->fds[p->nfds++] = fd;
+			} else {
+				close(fd);
+				p->fds_overflow = true;
+			}
+		}
+	}
+	if (m->msg_flags & MSG_CTRUNC)
+		p->fds_overflow = true;
+}
+
+static void conn_readable(void *arg, int fd, unsigned events)
+{
+	struct vu_port *p = arg;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS * 2)];
+		struct cmsghdr align;
+	} ctl;
+
+	(void)fd;
+	(void)events;
+	for (;;) {
+		size_t want =
+		    sizeof(struct vu_hdr) + (p->have >= sizeof(struct vu_hdr) ? p->in.hdr.size : 0);
+		struct iovec iov = {p->in.bytes + p->have, want - p->have};
+		struct msghdr m = {.msg_iov = &iov,
+				   .msg_iovlen = 1,
+				   .msg_control = ctl.buf,
+				   .msg_controllen = sizeof(ctl.buf)};
+		ssize_t n = recvmsg(p->conn_fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			port_disconnect(p, n == 0 ? "frontend closed the socket" : strerror(errno));
+			return;
+		}
+		take_fds(p, &m);
+		p->have += (size_t)n;
+		if (p->have == sizeof(struct vu_hdr)) {
+			/* vhost-user: version 1 in flags bits 0-1; payload bounded by our table. */
+			if ((p->in.hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
+			    p->in.hdr.size > VU_MAX_PAYLOAD) {
+				vt_err("%s: bad message header (request %u flags %#x size %u)",
+				       p->cfg.name, p->in.hdr.request, p->in.hdr.flags,
+				       p->in.hdr.size);
+				port_disconnect(p, "protocol error");
+				return;
+			}
+		}
+		if (p->have < sizeof(struct vu_hdr) ||
+		    p->have < sizeof(struct vu_hdr) + p->in.hdr.size)
+			continue;
+		if (!dispatch(p)) {
+			port_disconnect(p, "protocol error");
+			return;
+		}
+		msg_reset(p);
+	}
+}
+
+static void port_reset(struct vu_port *p)
+{
+	rings_reset(p);
+	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++) {
+		if (p->wrks[i])
+			wrk_destroy(p->wrks[i]);
+		p->wrks[i] = NULL;
+	}
+	if (p->mem) {
+		gmem_clear(p->mem);
+		free(p->mem);
+		p->mem = NULL;
+	}
+	p->features = p->pfeatures = 0;
+	p->features_set = p->owner = false;
+	msg_reset(p);
+}
+
+static void try_connect(void *arg);
+
+static void port_disconnect(struct vu_port *p, const char *why)
+{
+	if (p->conn_fd < 0)
+		return;
+	vt_info("%s: frontend disconnected (%s)", p->cfg.name, why);
+	evl_del(p->loop, p->conn_fd);
+	close_fd(&p->conn_fd);
+	port_reset(p);
+	if (p->cfg.client)
+		p->reconnect_timer = evl_timer(p->loop, p->cfg.reconnect_ms, try_connect, p);
+}
+
+static int conn_start(struct vu_port *p, int fd)
+{
+	int err;
+
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	p->conn_fd = fd;
+	msg_reset(p);
+	err = evl_add(p->loop, fd, EPOLLIN, conn_readable, p);
+	if (err) {
+		close_fd(&p->conn_fd);
+		return err;
+	}
+	vt_info("%s: frontend connected on %s", p->cfg.name, p->cfg.socket);
+	return 0;
+}
+
+static void listen_readable(void *arg, int fd, unsigned events)
+{
+	struct vu_port *p = arg;
+	int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	(void)events;
+	if (c < 0)
+		return;
+	if (p->conn_fd >= 0) {
+		/* One frontend per port: a second one would fight over the same rings. */
+		vt_warn("%s: refused a second frontend connection", p->cfg.name);
+		close(c);
+		return;
+	}
+	conn_start(p, c);
+}
+
+static void try_connect(void *arg)
+{
+	struct vu_port *p = arg;
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	p->reconnect_timer = 0;
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", p->cfg.socket);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    conn_start(p, fd) == 0) {
+		p->connect_failed_logged = false;
+		return;
+	}
+	if (!p->connect_failed_logged)
+		vt_info("%s: cannot connect to %s (%s); retrying every %u ms", p->cfg.name,
+			p->cfg.socket, strerror(errno), p->cfg.reconnect_ms);
+	p->connect_failed_logged = true;
+	if (fd >= 0)
+		close(fd);
+	p->reconnect_timer = evl_timer(p->loop, p->cfg.reconnect_ms, try_connect, p);
+}
+
+static int listen_start(struct vu_port *p)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	struct stat st;
+	int err;
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", p->cfg.socket);
+	/* A socket left by an earlier run is ours to replace; anything else is not. */
+	if (lstat(p->cfg.socket, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			vt_err("%s: %s exists and is not a socket", p->cfg.name, p->cfg.socket);
+			return -EEXIST;
+		}
+		unlink(p->cfg.socket);
+	}
+	p->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(p->listen_fd, 4) < 0) {
+		err = -errno;
+		vt_err("%s: cannot listen on %s: %s", p->cfg.name, p->cfg.socket, strerror(-err));
+		return err;
+	}
+	return evl_add(p->loop, p->listen_fd, EPOLLIN, listen_readable, p);
+}
+
+static int open_taps(struct vu_port *p)
+{
+	unsigned flags = p->cfg.queues > 1 ? TAP_F_MULTI_QUEUE : 0;
+	int err;
+
+	for (unsigned i = 0; i < p->cfg.queues; i++) {
+		err = tap_open(&p->taps[i], p->cfg.tap, flags);
+		if (err)
+			return err;
+	}
+	if (p->cfg.mtu && (err = tap_set_mtu(p->cfg.tap, p->cfg.mtu)))
+		return err;
+	return tap_set_link(p->cfg.tap, true);
+}
+
+int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struct evl *loop)
+{
+	struct vu_port *p;
+	int err;
+
+	if (!cfg->socket[0] || !cfg->tap[0] || cfg->queues < 1 ||
+	    cfg->queues > VNET_MAX_QUEUE_PAIRS) {
+		vt_err("%s: a port needs a socket path, a TAP name and 1-%d queue pairs", cfg->name,
+		       VNET_MAX_QUEUE_PAIRS);
+		return -EINVAL;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	p->loop = loop;
+	p->listen_fd = p->conn_fd = -1;
+	p->nrings = 2 * cfg->queues;
+	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++)
+		p->taps[i].fd = -1;
+	for (unsigned i = 0; i < NRINGS_MAX; i++)
+		p->vr[i].kick_fd = p->vr[i].call_fd = p->vr[i].err_fd = -1;
+	for (unsigned i = 0; i < VU_MAX_FDS; i++)
+		p->fds[i] = -1;
+	err = open_taps(p);
+	for (unsigned i = 0; !err && i < cfg->queues; i++) {
+		err = vnet_qp_init(&p->qps[i], i, &cfg->net, &tap_be_ops, &p->taps[i]);
+		if (!err)
+			snprintf(p->qps[i].name, sizeof(p->qps[i].name), "%.20s:qp%u", cfg->name,
+				 i);
+	}
+	if (!err)
+		err = cfg->client ? 0 : listen_start(p);
+	if (err) {
+		vu_port_destroy(p);
+		return err;
+	}
+	if (cfg->client)
+		try_connect(p);
+	*out = p;
+	return 0;
+}
+
+void vu_port_destroy(struct vu_port *p)
+{
+	if (!p)
+		return;
+	if (p->conn_fd >= 0) {
+		evl_del(p->loop, p->conn_fd);
+		close_fd(&p->conn_fd);
+	}
+	port_reset(p);
+	if (p->reconnect_timer > 0)
+		evl_timer_cancel(p->loop, p->reconnect_timer);
+	if (p->listen_fd >= 0) {
+		evl_del(p->loop, p->listen_fd);
+		close_fd(&p->listen_fd);
+		unlink(p->cfg.socket);
+	}
+	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++) {
+		if (p->qps[i].rx_iov)
+			vnet_qp_destroy(&p->qps[i]);
+		tap_close(&p->taps[i]);
+	}
+	free(p);
+}
+
+void vu_port_stats(const struct vu_port *p, struct vnet_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < p->cfg.queues; i++) {
+		const uint64_t *src = (const uint64_t *)&p->qps[i].stats;
+		uint64_t *dst = (uint64_t *)st;
+
+		for (size_t k = 0; k < sizeof(*st) / sizeof(uint64_t); k++)
+			dst[k] += src[k];
+	}
+}

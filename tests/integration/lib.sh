@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: MIT
+# Shared by the integration tests (sourced): a network namespace of the test's own, virtap in it
+# with a TAP, and Linux guests under QEMU whose NIC is a vhost-user virtio-net served by virtap.
+# Everything the test starts is killed, and the namespace deleted, when it exits, pass or fail.
+set -euo pipefail
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VT_BIN=${VT_BIN:-$TOP/build/virtap}
+GUEST_DIR=${VT_GUEST_DIR:-$TOP/guest-work}
+WORK=$(mktemp -d /tmp/vt-it.XXXXXX)
+NS=vtit$$
+PIDS=()
+FAILS=0
+
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root (TAP devices, network namespaces)"; exit 77; }
+[ -x "$VT_BIN" ] || { echo "no virtap binary at $VT_BIN"; exit 1; }
+"$TOP/scripts/guest.sh" build >/dev/null
+
+vt_cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  ip netns del "$NS" 2>/dev/null || true
+  if [ $rc -ne 0 ] || [ $FAILS -ne 0 ]; then
+    for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
+  fi
+  rm -rf "$WORK"
+}
+trap vt_cleanup EXIT
+
+vt_ok() { echo "ok: $*"; }
+vt_fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+vt_check() { # vt_check "what" command...
+  local what=$1; shift
+  if "$@"; then vt_ok "$what"; else vt_fail "$what"; fi
+}
+vt_finish() {
+  if [ $FAILS -eq 0 ]; then echo "PASS $(basename "$0")"; exit 0; fi
+  echo "FAIL $(basename "$0"): $FAILS checks failed"; exit 1
+}
+
+vt_setup_ns() {
+  ip netns add "$NS"
+  ip -n "$NS" link set lo up
+  ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+# vt_start_virtap NAME args... : virtap in the namespace, log in $WORK/NAME.log; sets VT_PID.
+vt_start_virtap() {
+  local name=$1; shift
+  ip netns exec "$NS" "$VT_BIN" "$@" > "$WORK/$name.log" 2>&1 &
+  VT_PID=$!
+  PIDS+=("$VT_PID")
+}
+
+# vt_wait_for FILE REGEX SECONDS
+vt_wait_for() {
+  local end=$((SECONDS + $3))
+  while [ $SECONDS -lt $end ]; do
+    grep -qE "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# vt_count FILE REGEX
+vt_count() { grep -cE "$2" "$1" 2>/dev/null || true; }
+
+# vt_tap_up TAP ADDR/LEN : wait for virtap's TAP and give the host side an address.
+vt_tap_up() {
+  local i=0
+  while ! ip -n "$NS" link show "$1" >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "TAP $1 never appeared"; return 1; }
+    sleep 0.1
+  done
+  ip -n "$NS" addr add "$2" dev "$1"
+  ip -n "$NS" link set "$1" up
+}
+
+vt_accel() {
+  if [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
+    echo kvm
+  else
+    echo tcg # a PVM-only /dev/kvm cannot run a stock kernel
+  fi
+}
+
+# vt_boot NAME SOCK IP/LEN SCRIPT [key=value...]: boot a guest in the background running SCRIPT.
+#   keys: mtu=N queues=N mac=MAC server=1 (QEMU listens; virtap in client mode) reboot=1
+#         netdev=tap:IFNAME (QEMU's own TAP path, the seed's baseline, instead of vhost-user)
+# Serial output in $WORK/NAME.log; sets QEMU_PID.
+vt_boot() {
+  local name=$1 sock=$2 ip=$3 script=$4; shift 4
+  local mtu="" queues=1 mac=52:54:00:12:34:56 server=0 reboot=0 netdev="" kv accel
+  for kv in "$@"; do
+    case "$kv" in
+      mtu=*) mtu=${kv#mtu=} ;; queues=*) queues=${kv#queues=} ;; mac=*) mac=${kv#mac=} ;;
+      server=*) server=${kv#server=} ;; reboot=*) reboot=${kv#reboot=} ;;
+      netdev=*) netdev=${kv#netdev=} ;;
+    esac
+  done
+  accel=$(vt_accel)
+  mkdir -p "$WORK/$name.d"
+  printf '%s\n' "$script" > "$WORK/$name.d/run.sh"
+  # The per-boot script rides in a second, gzipped cpio: a plain one appended would have to
+  # start 4-byte aligned.
+  (cd "$WORK/$name.d" && echo run.sh | cpio -o -H newc --quiet | gzip -1) > "$WORK/$name.d/run.gz"
+  cat "$GUEST_DIR/initramfs.cpio.gz" "$WORK/$name.d/run.gz" > "$WORK/$name.d/initrd"
+  local -a net dev append
+  append="console=ttyS0 quiet panic=-1 vt.ip=$ip vt.mac=$mac"
+  [ -n "$mtu" ] && append="$append vt.mtu=$mtu"
+  dev="virtio-net-pci,netdev=n0,romfile=,mac=$mac"
+  [ -n "$mtu" ] && dev="$dev,host_mtu=$mtu"
+  if [ "$queues" -gt 1 ]; then dev="$dev,mq=on"; fi
+  # QEMU 7.2 under TCG crashes starting a vhost-user NIC with MSI-X: use INTx there.
+  [ "$accel" = tcg ] && dev="$dev,vectors=0"
+  if [ -n "$netdev" ]; then
+    net=(-netdev "tap,id=n0,ifname=${netdev#tap:},script=no,downscript=no,vhost=off")
+  else
+    local ch="socket,id=c0,path=$sock"
+    [ "$server" = 1 ] && ch="$ch,server=on,wait=off"
+    net=(-object "memory-backend-memfd,id=mem,size=256M,share=on" -numa node,memdev=mem
+         -chardev "$ch" -netdev "vhost-user,id=n0,chardev=c0,queues=$queues")
+  fi
+  local -a extra=(-no-reboot)
+  [ "$reboot" = 1 ] && extra=()
+  ip netns exec "$NS" qemu-system-x86_64 -accel "$accel" -smp 1 -m 256 -cpu max \
+    -bios /usr/share/qemu/qboot.rom -nodefaults -no-user-config -nographic -serial stdio \
+    "${extra[@]}" -kernel "$GUEST_DIR/vmlinux" -initrd "$WORK/$name.d/initrd" -append "$append" \
+    "${net[@]}" -device "$dev" < /dev/null > "$WORK/$name.log" 2>&1 &
+  QEMU_PID=$!
+  PIDS+=("$QEMU_PID")
+}
+
+# vt_guest_rc NAME SECONDS: wait for the guest's script to end; prints nothing, returns its rc.
+vt_guest_rc() {
+  vt_wait_for "$WORK/$1.log" 'VTGUEST_RC=' "$2" || { echo "guest $1 did not finish"; return 124; }
+  return "$(sed -n 's/.*VTGUEST_RC=\([0-9]*\).*/\1/p' "$WORK/$1.log" | tail -1)"
+}
+
+# vt_json FILE EXPR: evaluate a Python expression over iperf3's JSON as j.
+vt_json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
