@@ -139,3 +139,32 @@ vt_guest_rc() {
 
 # vt_json FILE EXPR: evaluate a Python expression over iperf3's JSON as j.
 vt_json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# vt_fd_count PID: how many file descriptors PID has open.
+vt_fd_count() { ls "/proc/$1/fd" | wc -l; }
+
+# vt_kill9 PID: kill -9 a process this test started and reap it.
+vt_kill9() { kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# vt_wait_exit PID SECONDS: wait for a child of this shell to exit; sets VT_EXIT to its status,
+# or to "running" (and returns 1) if it is still running after SECONDS.
+vt_wait_exit() {
+  local end=$((SECONDS + $2))
+  while kill -0 "$1" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  if kill -0 "$1" 2>/dev/null; then VT_EXIT=running; return 1; fi
+  VT_EXIT=0
+  wait "$1" 2>/dev/null || VT_EXIT=$?
+}
+
+# vt_guest_release IP: unblock a guest script waiting in `nc -l -p 9999`.
+vt_guest_release() {
+  ip netns exec "$NS" sh -c "echo done | nc -q1 $1 9999" >/dev/null 2>&1 || true
+}
+
+# vt_wait_count FILE REGEX N SECONDS: wait until REGEX matches N lines of FILE; fails if it
+# matches fewer, or more, than N.
+vt_wait_count() {
+  local end=$((SECONDS + $4))
+  while [ "$(vt_count "$1" "$2")" -lt "$3" ] && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  [ "$(vt_count "$1" "$2")" -eq "$3" ]
+}
