@@ -52,6 +52,9 @@ else
   echo "fuzz build FAILED"; failed=$((failed + 1))
 fi
 
+echo "=== static analysis (clang-tidy, cppcheck)"
+if scripts/lint.sh build-ci-plain; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
 echo "=== clang-format"
 if find src include tests bench fuzz -name '*.[ch]' -print0 | xargs -0 clang-format --dry-run -Werror; then
   passed=$((passed + 1))

@@ -1,0 +1,14 @@
+#!/bin/bash
+# Static analysis of the project's own code: clang-tidy (checks in .clang-tidy) and cppcheck.
+# Usage: scripts/lint.sh [build-dir-with-compile_commands.json] (default: build-ci-plain)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bdir=${1:-build-ci-plain}
+[ -f "$bdir/compile_commands.json" ] || cmake -S . -B "$bdir" -G Ninja >/dev/null
+rc=0
+find src -name '*.c' -print0 | xargs -0 clang-tidy -p "$bdir" --quiet 2>&1 |
+  grep -E "(warning|error):" && rc=1
+cppcheck --quiet --enable=warning,performance,portability --std=c11 --inline-suppr \
+  -D_GNU_SOURCE -Iinclude --error-exitcode=1 src || rc=1
+[ $rc -eq 0 ] && echo "lint: clang-tidy and cppcheck clean"
+exit $rc
