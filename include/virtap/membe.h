@@ -18,13 +18,13 @@ enum membe_mode { MEMBE_SINK, MEMBE_SOURCE, MEMBE_ECHO };
 
 struct membe {
 	enum membe_mode mode;
-	int efd;	     /* readable when RX has a frame (source: always; echo: when queued) */
+	int efd; /* readable when RX has a frame (source: always; echo: when queued) */
 	int hdr_len;
-	size_t frame_len;    /* source: frame bytes after the header */
-	uint8_t *frame;	     /* source template, header included */
+	size_t frame_len;	   /* source: frame bytes after the header */
+	uint8_t *frame;		   /* source template, header included */
 	unsigned cap, head, count; /* echo ring of frames */
 	uint32_t *lens;
-	uint8_t *slots;	     /* cap slots of slot_size bytes */
+	uint8_t *slots; /* cap slots of slot_size bytes */
 	size_t slot_size;
 	uint64_t tx_frames, tx_bytes, rx_frames, rx_bytes;
 };

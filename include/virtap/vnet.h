@@ -72,6 +72,9 @@ struct vnet_qp {
 	uint64_t features;
 	unsigned hdr_len;
 	bool mergeable;
+	/* Set by a busy-polling worker: handlers neither ask for kicks when a ring runs dry nor
+	 * turn them off on entry; the worker does both when it switches modes. */
+	bool poll_mode;
 	struct netq hold;
 	struct vnet_stats stats;
 	/* scratch, allocated once */

@@ -30,6 +30,8 @@ struct vu_port_config {
 	unsigned queues;       /* queue pairs offered, 1..VNET_MAX_QUEUE_PAIRS */
 	unsigned mtu;	       /* 0: leave the TAP's MTU and do not offer VIRTIO_NET_F_MTU */
 	enum vu_threads threads;
+	unsigned busy_poll_us;	/* >0: workers busy-poll, back to notifications after this idle */
+	char backend[24];	/* "tap" (default), "sink", "source[:LEN]" or "echo" */
 	struct vnet_config net; /* budgets, hold size, padding */
 };
 

@@ -9,6 +9,7 @@
 #ifndef VIRTAP_WRK_H
 #define VIRTAP_WRK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "virtap/vnet.h"
@@ -33,5 +34,13 @@ int wrk_remove(struct wrk *w, struct vnet_qp *qp, uint16_t *rx_base, uint16_t *t
 int wrk_call(struct wrk *w, void (*fn)(void *), void *arg);
 /* Ask the worker to look at qp again (after a ring became ready or fds changed). */
 int wrk_refresh(struct wrk *w, struct vnet_qp *qp);
+/*
+ * Busy-poll mode: while traffic flows the worker polls its rings and backends without sleeping
+ * and with guest kicks turned off; after idle_us microseconds without a packet it turns kicks
+ * back on and sleeps in epoll until the next event. 0 (the default) never polls.
+ */
+int wrk_set_busy_poll(struct wrk *w, unsigned idle_us);
+/* Whether the worker is currently polling (for tests and stats). */
+bool wrk_is_polling(const struct wrk *w);
 
 #endif

@@ -11,45 +11,53 @@
 
 #include "config.h"
 #include "virtap/log.h"
+#include "virtap/membe.h"
 
 void cfg_usage(FILE *out)
 {
-	fputs("Usage: virtap --socket PATH --tap NAME [options]\n"
-	      "       virtap --port socket=PATH,tap=NAME[,key=value...] [--port ...]\n"
-	      "       virtap --config FILE\n"
-	      "\n"
-	      "A vhost-user net backend: QEMU (or any vhost-user frontend) shares the guest's\n"
-	      "memory and virtqueues over a Unix socket; virtap moves the packets between those\n"
-	      "virtqueues and a Linux TAP device on worker threads.\n"
-	      "\n"
-	      "Port options (for the single port given by --socket/--tap):\n"
-	      "  -s, --socket PATH       vhost-user socket path\n"
-	      "  -t, --tap NAME          TAP interface; created if missing, brought up\n"
-	      "  -c, --client            connect to PATH (frontend started with server=on)\n"
-	      "                          instead of listening on it\n"
-	      "      --reconnect-ms MS   client mode: retry interval (default 1000)\n"
-	      "  -q, --queues N          queue pairs offered, 1-16 (default 1; >1 opens a\n"
-	      "                          multiqueue TAP)\n"
-	      "  -m, --mtu M             set the TAP MTU and offer VIRTIO_NET_F_MTU\n"
-	      "  -b, --budget N          packets per handler run before yielding (default 256)\n"
-	      "      --threads MODE      'port': one worker thread per port (default);\n"
-	      "                          'queue': one per queue pair\n"
-	      "      --hold N            frames held per RX queue while the guest has no buffers\n"
-	      "                          (default 32)\n"
-	      "      --pad-short         pad frames shorter than 60 bytes\n"
-	      "      --name NAME         port name used in logs (default port0)\n"
-	      "\n"
-	      "Daemon options:\n"
-	      "  -p, --port SPEC         add a port: comma-separated key=value with the keys\n"
-	      "                          socket, tap, client, reconnect-ms, queues, mtu, budget,\n"
-	      "                          threads, hold, pad-short, name (repeatable)\n"
-	      "  -f, --config FILE       read ports from FILE (see the README)\n"
-	      "  -l, --log-level LEVEL   err, warn, info (default) or debug\n"
-	      "  -h, --help              this text\n"
-	      "  -V, --version           version\n"
-	      "\n"
-	      "Signals: SIGINT/SIGTERM stop cleanly; SIGUSR1 logs every port's counters.\n",
-	      out);
+	fputs(
+	    "Usage: virtap --socket PATH --tap NAME [options]\n"
+	    "       virtap --port socket=PATH,tap=NAME[,key=value...] [--port ...]\n"
+	    "       virtap --config FILE\n"
+	    "\n"
+	    "A vhost-user net backend: QEMU (or any vhost-user frontend) shares the guest's\n"
+	    "memory and virtqueues over a Unix socket; virtap moves the packets between those\n"
+	    "virtqueues and a Linux TAP device on worker threads.\n"
+	    "\n"
+	    "Port options (for the single port given by --socket/--tap):\n"
+	    "  -s, --socket PATH       vhost-user socket path\n"
+	    "  -t, --tap NAME          TAP interface; created if missing, brought up\n"
+	    "  -c, --client            connect to PATH (frontend started with server=on)\n"
+	    "                          instead of listening on it\n"
+	    "      --reconnect-ms MS   client mode: retry interval (default 1000)\n"
+	    "  -q, --queues N          queue pairs offered, 1-16 (default 1; >1 opens a\n"
+	    "                          multiqueue TAP)\n"
+	    "  -m, --mtu M             set the TAP MTU and offer VIRTIO_NET_F_MTU\n"
+	    "  -b, --budget N          packets per handler run before yielding (default 256)\n"
+	    "      --threads MODE      'port': one worker thread per port (default);\n"
+	    "                          'queue': one per queue pair\n"
+	    "      --hold N            frames held per RX queue while the guest has no buffers\n"
+	    "                          (default 32)\n"
+	    "      --pad-short         pad frames shorter than 60 bytes\n"
+	    "      --name NAME         port name used in logs (default port0)\n"
+	    "      --busy-poll US      workers poll rings without sleeping while traffic flows,\n"
+	    "                          back to notifications after US microseconds idle (0: off)\n"
+	    "      --backend B         tap (default); sink, source[:LEN] or echo: in-memory\n"
+	    "                          backends that drop, generate or reflect frames (for\n"
+	    "                          benchmarks; no TAP needed)\n"
+	    "\n"
+	    "Daemon options:\n"
+	    "  -p, --port SPEC         add a port: comma-separated key=value with the keys\n"
+	    "                          socket, tap, client, reconnect-ms, queues, mtu, budget,\n"
+	    "                          threads, hold, pad-short, name, busy-poll,\n"
+	    "                          backend (repeatable)\n"
+	    "  -f, --config FILE       read ports from FILE (see the README)\n"
+	    "  -l, --log-level LEVEL   err, warn, info (default) or debug\n"
+	    "  -h, --help              this text\n"
+	    "  -V, --version           version\n"
+	    "\n"
+	    "Signals: SIGINT/SIGTERM stop cleanly; SIGUSR1 logs every port's counters.\n",
+	    out);
 }
 
 static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
@@ -125,6 +133,16 @@ int cfg_port_set(struct vu_port_config *p, const char *key, const char *val, con
 	} else if (!strcmp(key, "hold")) {
 		want = "1-4096";
 		r = parse_uint(val, 1, 4096, &p->net.hold_frames);
+	} else if (!strcmp(key, "busy-poll")) {
+		want = "0-1000000 microseconds";
+		r = parse_uint(val, 0, 1000000, &p->busy_poll_us);
+	} else if (!strcmp(key, "backend")) {
+		enum membe_mode mode;
+		size_t len;
+
+		want = "tap, sink, source[:LEN] (60-65553) or echo";
+		if (val && (!strcmp(val, "tap") || membe_parse(val, &mode, &len) == 0))
+			r = copy_str(p->backend, sizeof(p->backend), val);
 	} else if (!strcmp(key, "threads")) {
 		want = "port or queue";
 		if (val && !strcmp(val, "port")) {
@@ -193,6 +211,18 @@ static char *trim(char *s)
 	return s;
 }
 
+/* After a line that filled the buffer: true if it really went on (the rest is skipped). */
+static bool skip_rest(FILE *f)
+{
+	int ch = fgetc(f);
+
+	if (ch == EOF || ch == '\n')
+		return false;
+	while ((ch = fgetc(f)) != EOF && ch != '\n')
+		;
+	return true;
+}
+
 int cfg_load_file(struct daemon_config *d, const char *path, FILE *err)
 {
 	struct vu_port_config *p = NULL;
@@ -205,11 +235,19 @@ int cfg_load_file(struct daemon_config *d, const char *path, FILE *err)
 		return -errno;
 	}
 	while (fgets(line, sizeof(line), f)) {
+		size_t len = strlen(line);
+		/* The rest of a long line belongs to it, not to the next line. */
+		bool cut = len == sizeof(line) - 1 && line[len - 1] != '\n' && skip_rest(f);
 		char *s = trim(line), *eq;
 
 		snprintf(where, sizeof(where), "%s:%u", path, ++n);
 		if (!*s || *s == '#' || *s == ';')
 			continue;
+		if (cut) {
+			fprintf(err, "virtap: %s: line longer than %zu bytes\n", where,
+				sizeof(line) - 2);
+			goto err;
+		}
 		if (*s == '[') {
 			char *end = strchr(s, ']');
 
@@ -268,13 +306,15 @@ static int check_ports(const struct daemon_config *d, FILE *err)
 	for (unsigned i = 0; i < d->nports; i++) {
 		const struct vu_port_config *p = &d->ports[i];
 
-		if (!p->socket[0] || !p->tap[0]) {
+		bool tap = !p->backend[0] || !strcmp(p->backend, "tap");
+
+		if (!p->socket[0] || (tap && !p->tap[0])) {
 			fprintf(err, "virtap: port %s needs both a socket and a tap\n", p->name);
 			return -EINVAL;
 		}
 		for (unsigned j = 0; j < i; j++) {
 			if (!strcmp(p->socket, d->ports[j].socket) ||
-			    !strcmp(p->tap, d->ports[j].tap) ||
+			    (p->tap[0] && !strcmp(p->tap, d->ports[j].tap)) ||
 			    !strcmp(p->name, d->ports[j].name)) {
 				fprintf(err,
 					"virtap: ports %s and %s share a socket, tap or name\n",
@@ -305,6 +345,8 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 	    {"pad-short", no_argument, NULL, 1002},
 	    {"reconnect-ms", required_argument, NULL, 1003},
 	    {"name", required_argument, NULL, 1004},
+	    {"busy-poll", required_argument, NULL, 1005},
+	    {"backend", required_argument, NULL, 1006},
 	    {0},
 	};
 	struct vu_port_config single;
@@ -314,7 +356,8 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 	memset(d, 0, sizeof(*d));
 	d->log_level = VT_LOG_INFO;
 	vu_port_config_default(&single);
-	optind = 1;
+	/* 0, not 1: glibc then also forgets where it stood inside an earlier argv's "-abc". */
+	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":s:t:cq:m:b:p:f:l:hV", opts, NULL)) != -1) {
 		const char *key = NULL, *val = optarg;
@@ -355,6 +398,12 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 		case 1004:
 			key = "name";
 			break;
+		case 1005:
+			key = "busy-poll";
+			break;
+		case 1006:
+			key = "backend";
+			break;
 		case 'p':
 			if (parse_port_spec(d, optarg, err))
 				return -EINVAL;
@@ -384,7 +433,12 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 				argv[optind - 1]);
 			return -EINVAL;
 		default:
-			fprintf(err, "virtap: unknown option %s (see --help)\n", argv[optind - 1]);
+			/* A short option may sit inside "-xyz", where optind has not moved on. */
+			if (optopt)
+				fprintf(err, "virtap: unknown option -%c (see --help)\n", optopt);
+			else
+				fprintf(err, "virtap: unknown option %s (see --help)\n",
+					argv[optind - 1]);
 			return -EINVAL;
 		}
 		char flag[32];

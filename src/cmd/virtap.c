@@ -91,9 +91,11 @@ int main(int argc, char **argv)
 			vt_err("%s: cannot start (%s)", cfg.ports[i].name, strerror(-r));
 			goto out;
 		}
-		vt_info("%s: %s %s, tap %s, %u queue pair%s", cfg.ports[i].name,
+		vt_info("%s: %s %s, %s %s, %u queue pair%s", cfg.ports[i].name,
 			cfg.ports[i].client ? "connecting to" : "listening on", cfg.ports[i].socket,
-			cfg.ports[i].tap, cfg.ports[i].queues, cfg.ports[i].queues > 1 ? "s" : "");
+			cfg.ports[i].tap[0] ? "tap" : "backend",
+			cfg.ports[i].tap[0] ? cfg.ports[i].tap : cfg.ports[i].backend,
+			cfg.ports[i].queues, cfg.ports[i].queues > 1 ? "s" : "");
 	}
 	vt_info("virtap %s running with %u port%s", VIRTAP_VERSION, cfg.nports,
 		cfg.nports > 1 ? "s" : "");

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "virtap/log.h"
@@ -65,7 +66,20 @@ struct wrk {
 	struct wrk_port *ports[WRK_MAX_PORTS];
 	unsigned nports;
 	unsigned rr;
+	/* busy polling */
+	unsigned poll_us; /* 0: never poll */
+	bool polling;
+	unsigned idle_spins;
+	long long last_work_ns;
 };
+
+static long long mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
 
 static int ep_ctl(struct wrk *w, int op, struct wrk_src *s, unsigned events)
 {
@@ -185,6 +199,11 @@ static int do_add(struct wrk *w, struct vnet_qp *qp)
 	p->qp = qp;
 	p->rx_kick.fd = p->tx_kick.fd = p->backend.fd = -1;
 	port_watch(w, p);
+	qp->poll_mode = w->polling;
+	if (w->polling) {
+		vq_disable_notify(&qp->rx);
+		vq_disable_notify(&qp->tx);
+	}
 	w->ports[w->nports++] = p;
 	return 0;
 }
@@ -202,6 +221,7 @@ static int do_remove(struct wrk *w, struct wrk_cmd *c)
 	/* Publish anything staged so the driver sees every completed buffer. */
 	vq_notify(&c->qp->rx);
 	vq_notify(&c->qp->tx);
+	c->qp->poll_mode = false;
 	c->rx_base = vq_stop(&c->qp->rx);
 	c->tx_base = vq_stop(&c->qp->tx);
 	w->ports[i] = w->ports[--w->nports];
@@ -345,45 +365,137 @@ static void run_tx(struct wrk *w, struct wrk_port *p)
 	}
 }
 
-static bool run_pending(struct wrk *w)
+/* Frames a pair has moved or dropped so far: progress, for the busy-poll idle test. */
+static uint64_t qp_progress(const struct vnet_qp *qp)
+{
+	const struct vnet_stats *s = &qp->stats;
+
+	return s->rx_packets + s->tx_packets + s->rx_drop_too_big + s->tx_drop_bad_hdr +
+	       s->tx_drop_backend + s->rx_drop_backend;
+}
+
+/* Run every pending handler once. Returns whether any is still pending; *moved is set when
+ * some frame moved. */
+static bool run_pending(struct wrk *w, bool *moved)
 {
 	unsigned n = w->nports;
 	bool more = false;
 
+	*moved = false;
 	/* Round-robin start point: with many busy pairs, none is always first. */
 	for (unsigned k = 0; k < n && k < w->nports; k++) {
 		struct wrk_port *p = w->ports[(w->rr + k) % w->nports];
+		uint64_t before = qp_progress(p->qp);
 
 		if (p->tx_pending)
 			run_tx(w, p);
 		if (p->rx_pending)
 			run_rx(w, p);
 		more |= p->rx_pending || p->tx_pending;
+		*moved |= qp_progress(p->qp) != before;
 	}
 	if (w->nports)
 		w->rr = (w->rr + 1) % w->nports;
 	return more;
 }
 
+/* Enter or leave busy polling. Leaving re-arms every ring's kicks and the backend watch;
+ * returns true if work showed up while re-arming (then the caller keeps polling). */
+static bool set_polling(struct wrk *w, bool on)
+{
+	bool work = false;
+
+	for (unsigned i = 0; i < w->nports; i++) {
+		struct wrk_port *p = w->ports[i];
+		struct vnet_qp *qp = p->qp;
+
+		qp->poll_mode = on;
+		if (on) {
+			vq_disable_notify(&qp->rx);
+			vq_disable_notify(&qp->tx);
+			continue;
+		}
+		work |= vq_enable_notify(&qp->tx);
+		work |= vq_enable_notify(&qp->rx);
+		if (p->rx_paused && qp->rx.ready && !vq_is_broken(&qp->rx)) {
+			p->rx_paused = false;
+			backend_watch(w, p);
+		}
+	}
+	w->polling = on;
+	w->idle_spins = 0;
+	w->last_work_ns = mono_ns();
+	if (work)
+		return set_polling(w, true), true;
+	return false;
+}
+
+/* One polling round: every ready pair is serviced whether or not anything signalled. */
+static void poll_all(struct wrk *w)
+{
+	for (unsigned i = 0; i < w->nports; i++) {
+		struct wrk_port *p = w->ports[i];
+
+		p->tx_pending |= p->qp->tx.ready && !vq_is_broken(&p->qp->tx);
+		p->rx_pending |= p->qp->rx.ready && !vq_is_broken(&p->qp->rx);
+	}
+}
+
 static void *wrk_main(void *arg)
 {
 	struct wrk *w = arg;
 	struct epoll_event evs[64];
-	bool more = false;
+	bool more = false, moved;
+	unsigned spin = 0;
 
 	while (!w->stop) {
-		int n = epoll_wait(w->ep, evs, 64, more ? 0 : -1);
+		int n = 0;
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			vt_err("%s: epoll_wait: %s", w->name, strerror(errno));
-			break;
+		/* While polling, look at the fds (control, stray kicks) only every 64 rounds. */
+		if (!w->polling || (spin++ & 63) == 0) {
+			n = epoll_wait(w->ep, evs, 64, (more || w->polling) ? 0 : -1);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				vt_err("%s: epoll_wait: %s", w->name, strerror(errno));
+				break;
+			}
+			for (int i = 0; i < n && !w->stop; i++) {
+				struct wrk_src *s = evs[i].data.ptr;
+
+				dispatch(w, s, evs[i].events);
+				/* A command may have removed a pair and freed its sources, which
+				 * later events of this batch still point at. Every fd is
+				 * level-triggered: what is left is reported again next round. */
+				if (s == &w->ctl)
+					break;
+			}
+			if (w->stop)
+				break;
 		}
-		for (int i = 0; i < n && !w->stop; i++)
-			dispatch(w, evs[i].data.ptr, evs[i].events);
-		if (!w->stop)
-			more = run_pending(w);
+		if (w->polling)
+			poll_all(w);
+		more = run_pending(w, &moved);
+		if (!w->poll_us)
+			continue;
+		if (!w->polling) {
+			/* Traffic woke us: poll until it goes quiet again. */
+			if (moved)
+				set_polling(w, true);
+			continue;
+		}
+		if (moved) {
+			w->idle_spins = 0;
+			continue;
+		}
+		if ((++w->idle_spins & 63) == 0) {
+			long long now = mono_ns();
+
+			if (w->idle_spins == 64)
+				w->last_work_ns = now;
+			else if (now - w->last_work_ns > (long long)w->poll_us * 1000)
+				more = set_polling(w, false);
+		}
 	}
 	return NULL;
 }
@@ -458,6 +570,32 @@ int wrk_call(struct wrk *w, void (*fn)(void *), void *arg)
 	struct wrk_cmd c = {.kind = CMD_CALL, .fn = fn, .arg = arg};
 
 	return submit(w, &c);
+}
+
+struct poll_cfg {
+	struct wrk *w;
+	unsigned idle_us;
+};
+
+static void apply_poll_cfg(void *arg)
+{
+	struct poll_cfg *c = arg;
+
+	c->w->poll_us = c->idle_us;
+	if (!c->idle_us && c->w->polling)
+		set_polling(c->w, false);
+}
+
+int wrk_set_busy_poll(struct wrk *w, unsigned idle_us)
+{
+	struct poll_cfg c = {w, idle_us};
+
+	return wrk_call(w, apply_poll_cfg, &c);
+}
+
+bool wrk_is_polling(const struct wrk *w)
+{
+	return __atomic_load_n(&w->polling, __ATOMIC_RELAXED);
 }
 
 int wrk_refresh(struct wrk *w, struct vnet_qp *qp)

@@ -240,7 +240,8 @@ int vnet_handle_tx(struct vnet_qp *qp)
 		return -EIO;
 	if (!vq->ready)
 		return VNET_IDLE;
-	vq_disable_notify(vq);
+	if (!qp->poll_mode)
+		vq_disable_notify(vq);
 	for (;;) {
 		struct vq_chain c;
 		int r;
@@ -256,7 +257,7 @@ int vnet_handle_tx(struct vnet_qp *qp)
 		}
 		if (r == 0) {
 			/* Re-check after re-enabling kicks: a chain may have slipped in. */
-			if (vq_enable_notify(vq)) {
+			if (!qp->poll_mode && vq_enable_notify(vq)) {
 				vq_disable_notify(vq);
 				continue;
 			}
@@ -496,7 +497,8 @@ int vnet_handle_rx(struct vnet_qp *qp)
 		return -EIO;
 	if (!vq->ready)
 		return VNET_IDLE;
-	vq_disable_notify(vq);
+	if (!qp->poll_mode)
+		vq_disable_notify(vq);
 	for (;;) {
 		int r;
 
@@ -519,11 +521,12 @@ int vnet_handle_rx(struct vnet_qp *qp)
 			break;
 		/* Out of guest buffers: ask for a kick, but re-check so a refill that raced with
 		 * us is not missed. */
-		if (vq_enable_notify(vq)) {
+		if (!qp->poll_mode && vq_enable_notify(vq)) {
 			vq_disable_notify(vq);
 			continue;
 		}
-		qp->stats.rx_paused++;
+		if (!qp->poll_mode)
+			qp->stats.rx_paused++;
 		status = VNET_WAIT_GUEST;
 		break;
 	}

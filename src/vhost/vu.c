@@ -22,6 +22,7 @@
 
 #include "virtap/gmem.h"
 #include "virtap/log.h"
+#include "virtap/membe.h"
 #include "virtap/tap.h"
 #include "virtap/vu.h"
 #include "virtap/wrk.h"
@@ -51,6 +52,8 @@ struct vu_port {
 	bool connect_failed_logged;
 	unsigned nrings;
 	struct tap taps[VNET_MAX_QUEUE_PAIRS];
+	struct membe mems[VNET_MAX_QUEUE_PAIRS];
+	bool mem_backend; /* sink/source/echo instead of the TAP */
 	struct vnet_qp qps[VNET_MAX_QUEUE_PAIRS];
 	struct wrk *wrk_of[VNET_MAX_QUEUE_PAIRS];
 	struct wrk *wrks[VNET_MAX_QUEUE_PAIRS];
@@ -121,7 +124,8 @@ static void close_fd(int *fd)
 
 static uint64_t offered_features(const struct vu_port *p)
 {
-	uint64_t f = vnet_offered_features(tap_features(&p->taps[0]));
+	uint64_t f = vnet_offered_features(p->mem_backend ? membe_ops.features(NULL)
+							  : tap_features(&p->taps[0]));
 
 	f |= F(VU_F_PROTOCOL_FEATURES) | F(27) /* ANY_LAYOUT: headers may share descriptors */;
 	if (p->cfg.mtu)
@@ -153,7 +157,8 @@ static struct wrk *worker_for(struct vu_port *p, unsigned qp)
 		snprintf(name, sizeof(name), "vt-%.6s-%u", p->cfg.name, w);
 		if (wrk_create(&p->wrks[w], name))
 			return NULL;
-		if (wrk_start(p->wrks[w])) {
+		if (wrk_start(p->wrks[w]) ||
+		    (p->cfg.busy_poll_us && wrk_set_busy_poll(p->wrks[w], p->cfg.busy_poll_us))) {
 			wrk_destroy(p->wrks[w]);
 			p->wrks[w] = NULL;
 		}
@@ -673,7 +678,7 @@ static int h_send_rarp(struct vu_port *p, struct vu_ctx *c)
 	e[20] = 0x00, e[21] = 0x03;
 	memcpy(e + 22, c->payload, 6);
 	memcpy(e + 32, c->payload, 6);
-	if (tap_be_ops.tx(&p->taps[0], &iov, 1) < 0)
+	if (p->mem_backend || tap_be_ops.tx(&p->taps[0], &iov, 1) < 0)
 		vt_warn("%s: RARP announcement not sent", p->cfg.name);
 	return 0;
 }
@@ -686,6 +691,8 @@ static int h_net_set_mtu(struct vu_port *p, struct vu_ctx *c)
 		vt_err("%s: MTU %llu out of range", p->cfg.name, (unsigned long long)mtu);
 		return -EINVAL;
 	}
+	if (p->mem_backend)
+		return 0;
 	return tap_set_mtu(p->cfg.tap, (unsigned)mtu);
 }
 
@@ -1011,10 +1018,27 @@ static int listen_start(struct vu_port *p)
 	return evl_add(p->loop, p->listen_fd, EPOLLIN, listen_readable, p);
 }
 
-static int open_taps(struct vu_port *p)
+static int open_backends(struct vu_port *p)
 {
 	unsigned flags = p->cfg.queues > 1 ? TAP_F_MULTI_QUEUE : 0;
+	enum membe_mode mode;
+	size_t len;
 	int err;
+
+	if (p->cfg.backend[0] && strcmp(p->cfg.backend, "tap") != 0) {
+		err = membe_parse(p->cfg.backend, &mode, &len);
+		if (err) {
+			vt_err("%s: unknown backend '%s'", p->cfg.name, p->cfg.backend);
+			return err;
+		}
+		p->mem_backend = true;
+		for (unsigned i = 0; i < p->cfg.queues; i++) {
+			err = membe_init(&p->mems[i], mode, len, 256);
+			if (err)
+				return err;
+		}
+		return 0;
+	}
 
 	for (unsigned i = 0; i < p->cfg.queues; i++) {
 		err = tap_open(&p->taps[i], p->cfg.tap, flags);
@@ -1031,7 +1055,9 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 	struct vu_port *p;
 	int err;
 
-	if (!cfg->socket[0] || !cfg->tap[0] || cfg->queues < 1 ||
+	bool tap = !cfg->backend[0] || !strcmp(cfg->backend, "tap");
+
+	if (!cfg->socket[0] || (tap && !cfg->tap[0]) || cfg->queues < 1 ||
 	    cfg->queues > VNET_MAX_QUEUE_PAIRS) {
 		vt_err("%s: a port needs a socket path, a TAP name and 1-%d queue pairs", cfg->name,
 		       VNET_MAX_QUEUE_PAIRS);
@@ -1050,9 +1076,13 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 		p->vr[i].kick_fd = p->vr[i].call_fd = p->vr[i].err_fd = -1;
 	for (unsigned i = 0; i < VU_MAX_FDS; i++)
 		p->fds[i] = -1;
-	err = open_taps(p);
+	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++)
+		p->mems[i].efd = -1;
+	err = open_backends(p);
 	for (unsigned i = 0; !err && i < cfg->queues; i++) {
-		err = vnet_qp_init(&p->qps[i], i, &cfg->net, &tap_be_ops, &p->taps[i]);
+		err = vnet_qp_init(&p->qps[i], i, &cfg->net,
+				   p->mem_backend ? &membe_ops : &tap_be_ops,
+				   p->mem_backend ? (void *)&p->mems[i] : (void *)&p->taps[i]);
 		if (!err)
 			snprintf(p->qps[i].name, sizeof(p->qps[i].name), "%.20s:qp%u", cfg->name,
 				 i);
@@ -1089,6 +1119,7 @@ void vu_port_destroy(struct vu_port *p)
 		if (p->qps[i].rx_iov)
 			vnet_qp_destroy(&p->qps[i]);
 		tap_close(&p->taps[i]);
+		membe_destroy(&p->mems[i]);
 	}
 	free(p);
 }
