@@ -54,6 +54,7 @@ struct vq {
 	bool signalled_valid;
 	bool ready;
 	bool broken;
+	unsigned gm_hint; /* gmem region of the last descriptor (gmem_map_hint) */
 	struct vq_stats stats;
 };
 

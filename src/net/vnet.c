@@ -343,31 +343,32 @@ static int rx_gather(struct vnet_qp *qp, size_t need, struct gather *g)
  * used entries, give back the buffers it did not need. */
 static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 {
+	const struct vnet_rxbuf *b = qp->rx_bufs;
 	size_t left = len;
 	unsigned k = 0;
 
+	/* Used entries first into the ring (unpublished until vq_flush), counting buffers. */
 	while (left && k < g->nb) {
-		size_t part = qp->rx_bufs[k].len < left ? qp->rx_bufs[k].len : left;
+		uint32_t part = b[k].len < left ? b[k].len : (uint32_t)left;
 
+		vq_push(&qp->rx, b[k].head, part);
 		left -= part;
 		k++;
 	}
 	if (qp->hdr_len == VNET_HDR_LEN_V1) {
 		/* VIRTIO 1.2 5.1.6.4: num_buffers = buffers used (1 without MRG_RXBUF). Written
-		 * after the frame and before the used entries are published, as vhost-net does. */
+		 * after the frame and before the used index publishes it, as vhost-net does. */
 		uint16_t nb = htole16((uint16_t)(qp->mergeable ? k : 1));
+		const struct iovec *iov = qp->rx_iov;
+		size_t at = offsetof(struct vnet_hdr, num_buffers);
 
-		vq_iov_from_buf(qp->rx_iov, qp->rx_bufs[0].niov,
-				offsetof(struct vnet_hdr, num_buffers), &nb, sizeof(nb));
+		if (iov[0].iov_len >= at + sizeof(nb))
+			memcpy((uint8_t *)iov[0].iov_base + at, &nb, sizeof(nb));
+		else
+			vq_iov_from_buf(iov, b[0].niov, at, &nb, sizeof(nb));
 	}
-	left = len;
-	for (unsigned i = 0; i < k; i++) {
-		uint32_t part = qp->rx_bufs[i].len < left ? qp->rx_bufs[i].len : (uint32_t)left;
-
-		vq_push(&qp->rx, qp->rx_bufs[i].head, part);
-		left -= part;
-	}
-	vq_discard(&qp->rx, g->nb - k);
+	if (g->nb > k)
+		vq_discard(&qp->rx, g->nb - k);
 	qp->stats.rx_packets++;
 	qp->stats.rx_bytes += len - qp->hdr_len;
 }
@@ -507,7 +508,7 @@ int vnet_handle_rx(struct vnet_qp *qp)
 			status = VNET_MORE;
 			break;
 		}
-		if (netq_peek(&qp->hold))
+		if (qp->hold.count)
 			r = rx_flush_one(qp) == 0 ? READ_NOBUF : READ_DONE;
 		else
 			r = rx_read_one(qp);

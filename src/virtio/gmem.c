@@ -150,8 +150,8 @@ void gmem_clear(struct gmem *gm)
 	gm->nregions = 0;
 }
 
-int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, struct iovec *iov,
-	     int max)
+int gmem_map_slow(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len,
+		  unsigned perm, struct iovec *iov, int max)
 {
 	uint64_t last;
 	int n = 0;
@@ -165,6 +165,8 @@ int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, s
 
 		if (i < 0)
 			return -EFAULT;
+		if (hint)
+			*hint = (unsigned)i;
 		r = &gm->regions[i];
 		if ((r->perm & perm) != perm)
 			return -EFAULT;
@@ -182,6 +184,12 @@ int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, s
 		gpa += avail;
 		len -= avail;
 	}
+}
+
+int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, struct iovec *iov,
+	     int max)
+{
+	return gmem_map_slow(gm, NULL, gpa, len, perm, iov, max);
 }
 
 void *gmem_ptr(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm)

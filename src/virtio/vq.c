@@ -264,8 +264,8 @@ static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct
 		vq_mark_broken(vq, "chain longer than %u bytes", vq->max_chain_bytes);
 		return -EIO;
 	}
-	n = gmem_map(vq->gm, d->addr, d->len, wr ? GMEM_WRITE : GMEM_READ, iov + used,
-		     (int)(max_iov - used));
+n = gmem_map_hint(vq->gm, &vq->gm_hint, d->addr, d->len, wr ? GMEM_WRITE : GMEM_READ,
+			  iov + used, (int)(max_iov - used));
 	if (n == -ENOBUFS) {
 		if (max_iov < VQ_MAX_IOV)
 			return -ENOBUFS; /* the caller's array is short, not the guest's fault */
@@ -290,11 +290,15 @@ static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct
 static int walk_chain(struct vq *vq, uint16_t head, struct vq_chain *c, struct iovec *iov,
 		      unsigned max_iov)
 {
-	struct walk w = {0};
+	struct walk w; /* the mapped-table iovecs need no zeroing: tbl_n == 0 keeps them unused */
 	unsigned i = head;
 	struct desc d;
 	int err;
 
+	w.tbl_pieces = 0;
+	w.tbl_n = w.tbl_seen = w.ndesc = 0;
+	w.total = 0;
+	w.seen_write = false;
 	for (;;) {
 		if (w.tbl_n) {
 			/* VIRTIO 1.2 2.7.5.3.1: no chain longer than its table. */

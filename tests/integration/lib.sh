@@ -168,3 +168,23 @@ vt_wait_count() {
   while [ "$(vt_count "$1" "$2")" -lt "$3" ] && [ $SECONDS -lt $end ]; do sleep 0.1; done
   [ "$(vt_count "$1" "$2")" -eq "$3" ]
 }
+
+# vt_stop PID [SIGNAL] [SECONDS]: signal a process the test started (default TERM), wait up to
+# SECONDS (default 10) for it to end, SIGKILL it if it has not, reap it and drop it from PIDS so
+# the exit trap never signals a reused pid.
+vt_stop() {
+  local pid=$1 sig=${2:-TERM} end=$((SECONDS + ${3:-10})) p
+  local -a keep=()
+  { # (bash's "Killed" job notice goes to this stderr)
+    kill -s "$sig" "$pid" || true
+    while kill -0 "$pid" && [ $SECONDS -lt $end ]; do
+      # a zombie still answers kill -0: stop waiting once it is no longer running
+      [ "$(ps -o stat= -p "$pid" | cut -c1)" = Z ] && break
+      sleep 0.1
+    done
+    kill -9 "$pid" || true
+    wait "$pid" || true
+  } 2>/dev/null
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
