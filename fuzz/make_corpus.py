@@ -57,3 +57,40 @@ for fuzzer, files in seeds.items():
     for name, data in files.items():
         with open(os.path.join(d, name), "wb") as f:
             f.write(data)
+
+
+# vhost-user sessions: records of (nfds, length, bytes), as fuzz_vu.c reads them.
+def vu_msg(req, payload=b"", flags=1):
+    return struct.pack("<III", req, flags, len(payload)) + payload
+
+
+def rec(msg, nfds=0):
+    return bytes([nfds]) + struct.pack("<H", len(msg)) + msg
+
+
+def vu_session(mrg=True, ack=True):
+    feats = VERSION_1 | (MRG if mrg else 0) | F(30)
+    uva, gpa = 0x7F0000000000, 0x100000
+    out = rec(vu_msg(1)) + rec(vu_msg(15))
+    out += rec(vu_msg(16, struct.pack("<Q", (1 << 3) if ack else 0)))
+    out += rec(vu_msg(3)) + rec(vu_msg(2, struct.pack("<Q", feats), 1 | (8 if ack else 0)))
+    out += rec(vu_msg(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", gpa, 1 << 20, uva, 0)), 1)
+    for ring in range(2):
+        base = uva + 0x10000 * (ring + 1)
+        out += rec(vu_msg(8, struct.pack("<II", ring, 256)))
+        out += rec(vu_msg(10, struct.pack("<II", ring, 0)))
+        out += rec(vu_msg(9, struct.pack("<IIQQQQ", ring, 0, base, base + 0x2000, base + 0x1000, 0)))
+        out += rec(vu_msg(12, struct.pack("<Q", ring)), 1)
+        out += rec(vu_msg(13, struct.pack("<Q", ring)), 1)
+        out += rec(vu_msg(18, struct.pack("<II", ring, 1)))
+    out += rec(vu_msg(11, struct.pack("<II", 0, 0)))
+    return out
+
+
+d = os.path.join(HERE, "corpus", "vu")
+os.makedirs(d, exist_ok=True)
+for name, data in {"session": vu_session(), "session_noack": vu_session(False, False),
+                   "get_features": rec(vu_msg(1)),
+                   "bad_version": rec(vu_msg(1, flags=2))}.items():
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)

@@ -100,6 +100,17 @@ static void test_max_regions_and_fd(void)
 	CHECK(gmem_map(&gm, 0x80000234ull, 6, GMEM_WRITE, iov, 2) == 1 &&
 	      memcmp(iov[0].iov_base, "virtap", 6) == 0);
 	CHECK(gmem_map(&gm, 0x80000000ull + 0x10000 - 1, 2, GMEM_READ, iov, 2) == -EFAULT);
+	/* A region reaching past the end of its file would SIGBUS on access: refused. */
+	{
+		int d = dup(fd);
+
+		CHECK(gmem_add_fd(&gm, 0x90000000ull, 2 << 20, 0x2000000, d, 0) == -EINVAL);
+		CHECK(gmem_add_fd(&gm, 0x90000000ull, 0x1000, 0x2000000, d, 1 << 20) == -EINVAL);
+		CHECK(gmem_add_fd(&gm, 0x90000000ull, 0x2000, 0x2000000, d, (1 << 20) - 0x1000) ==
+		      -EINVAL);
+		CHECK(gm.nregions == 1); /* only the good region from above */
+		close(d);
+	}
 	gmem_clear(&gm);
 	munmap(view, 1 << 20);
 	close(fd);

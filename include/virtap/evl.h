@@ -21,6 +21,8 @@ void evl_del(struct evl *l, int fd);
 /* Call fn(arg) once after ms milliseconds; returns a timer id > 0. */
 long evl_timer(struct evl *l, unsigned ms, evl_timer_fn fn, void *arg);
 void evl_timer_cancel(struct evl *l, long id);
+/* One pass: wait at most timeout_ms (0: not at all) for events, dispatch them and due timers. */
+int evl_poll(struct evl *l, int timeout_ms);
 /* Run until evl_stop; returns 0 or -errno. */
 int evl_run(struct evl *l);
 void evl_stop(struct evl *l);

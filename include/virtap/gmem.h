@@ -39,7 +39,8 @@ struct gmem {
 
 void gmem_init(struct gmem *gm);
 /* Map [offset, offset + size) of fd (shared) as guest range [gpa, gpa + size). Takes ownership of
- * fd on success only. -EINVAL on overlap, wrap or zero size, -ENOSPC when full, -errno of mmap. */
+ * fd on success only. -EINVAL on overlap, wrap, zero size or a range past the end of a regular
+ * file (its pages would SIGBUS), -ENOSPC when full, -errno of mmap. */
 int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int fd,
 		uint64_t offset);
 /* Add a range the caller already mapped (an embedding VMM, or the test driver). Not unmapped. */
@@ -62,8 +63,8 @@ int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, s
  * datapath's buffers nearly always sit in the same region, so the common case is one bounds
  * check instead of a search. Same results and checks as gmem_map.
  */
-int gmem_map_slow(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len,
-		  unsigned perm, struct iovec *iov, int max);
+int gmem_map_slow(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len, unsigned perm,
+		  struct iovec *iov, int max);
 
 static inline int gmem_map_hint(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len,
 				unsigned perm, struct iovec *iov, int max)

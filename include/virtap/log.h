@@ -19,6 +19,7 @@ enum vt_log_level {
 typedef void (*vt_log_fn)(void *ctx, int level, const char *msg);
 
 void vt_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* VT_LOG_ERR..VT_LOG_DEBUG; below VT_LOG_ERR turns logging off. */
 void vt_log_set_level(int level);
 int vt_log_get_level(void);
 /* Replace the sink (default: stderr with a timestamp). NULL restores the default. */

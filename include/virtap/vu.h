@@ -42,6 +42,9 @@ struct vu_port;
 /* Open the TAP (creating it if needed, link up), then listen or start connecting. */
 int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struct evl *loop);
 void vu_port_destroy(struct vu_port *p);
+/* Serve a frontend on an already connected stream socket (an embedding VMM's socketpair, or a
+ * fuzzer). Takes fd; -EBUSY if the port has a frontend already. */
+int vu_port_adopt(struct vu_port *p, int fd);
 bool vu_port_connected(const struct vu_port *p);
 const char *vu_port_name(const struct vu_port *p);
 /* Sum of every queue pair's counters. */

@@ -176,8 +176,8 @@ static ssize_t membe_tx(void *be, const struct iovec *iov, int n)
 		if (len > m->slot_size)
 			return -EMSGSIZE;
 		slot = (m->head + m->count) % m->cap;
-		m->lens[slot] = (uint32_t)gather(m->slots + (size_t)slot * m->slot_size,
-						 m->slot_size, iov, n);
+		m->lens[slot] =
+		    (uint32_t)gather(m->slots + (size_t)slot * m->slot_size, m->slot_size, iov, n);
 		if (m->count++ == 0)
 			efd_set(m);
 	}
@@ -214,11 +214,11 @@ static uint64_t membe_features(void *be)
 }
 
 const struct be_ops membe_ops = {
-	.name = "mem",
-	.rx = membe_rx,
-	.tx = membe_tx,
-	.fd = membe_fd,
-	.set_hdr_len = membe_set_hdr_len,
-	.set_offloads = membe_set_offloads,
-	.features = membe_features,
+    .name = "mem",
+    .rx = membe_rx,
+    .tx = membe_tx,
+    .fd = membe_fd,
+    .set_hdr_len = membe_set_hdr_len,
+    .set_offloads = membe_set_offloads,
+    .features = membe_features,
 };

@@ -200,26 +200,35 @@ static void run_timers(struct evl *l)
 	}
 }
 
-int evl_run(struct evl *l)
+int evl_poll(struct evl *l, int timeout_ms)
 {
 	struct epoll_event evs[32];
+	int t = next_timeout(l), n;
+
+	if (t < 0 || (timeout_ms >= 0 && timeout_ms < t))
+		t = timeout_ms;
+	n = epoll_wait(l->ep, evs, 32, t);
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	for (int i = 0; i < n && !l->stop; i++) {
+		struct evl_watch *w = evs[i].data.ptr;
+
+		if (!w->dead)
+			w->fn(w->arg, w->fd, evs[i].events);
+	}
+	reap(l);
+	run_timers(l);
+	return 0;
+}
+
+int evl_run(struct evl *l)
+{
+	int err = 0;
 
 	l->stop = false;
-	while (!l->stop) {
-		int n = epoll_wait(l->ep, evs, 32, next_timeout(l));
-
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		for (int i = 0; i < n && !l->stop; i++) {
-			struct evl_watch *w = evs[i].data.ptr;
-
-			if (!w->dead)
-				w->fn(w->arg, w->fd, evs[i].events);
-		}
-		reap(l);
-		run_timers(l);
-	}
-	return 0;
+	while (!l->stop && !err)
+		err = evl_poll(l, -1);
+	return err;
 }
 
 void evl_stop(struct evl *l)

@@ -954,6 +954,15 @@ static int conn_start(struct vu_port *p, int fd)
 	return 0;
 }
 
+int vu_port_adopt(struct vu_port *p, int fd)
+{
+	if (p->conn_fd >= 0) {
+		close(fd);
+		return -EBUSY;
+	}
+	return conn_start(p, fd);
+}
+
 static void listen_readable(void *arg, int fd, unsigned events)
 {
 	struct vu_port *p = arg;

@@ -5,8 +5,10 @@
  * read-only while workers run: changes happen with the workers quiesced (see wrk_pause).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "virtap/gmem.h"
@@ -91,6 +93,7 @@ int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int 
 	long page = sysconf(_SC_PAGESIZE);
 	uint64_t delta = offset % (uint64_t)page, last;
 	struct gmem_region r;
+	struct stat st;
 	void *base;
 	int err;
 
@@ -99,6 +102,13 @@ int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int 
 		return -EINVAL;
 	if (gm->nregions >= GMEM_MAX_REGIONS)
 		return -ENOSPC;
+	/* Touching a mapping past the end of its file raises SIGBUS and would kill the daemon:
+	 * the region must lie inside the file, and we ask the kernel to keep it that size (memfds
+	 * that allow sealing; QEMU seals its own already). */
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    ((uint64_t)st.st_size < offset || (uint64_t)st.st_size - offset < size))
+		return -EINVAL;
+	fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);
 	/* mmap wants a page-aligned offset; map from the page start and skip delta bytes. */
 	base = mmap(NULL, size + delta, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
 		    (off_t)(offset - delta));
@@ -150,8 +160,8 @@ void gmem_clear(struct gmem *gm)
 	gm->nregions = 0;
 }
 
-int gmem_map_slow(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len,
-		  unsigned perm, struct iovec *iov, int max)
+int gmem_map_slow(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len, unsigned perm,
+		  struct iovec *iov, int max)
 {
 	uint64_t last;
 	int n = 0;

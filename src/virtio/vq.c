@@ -264,7 +264,7 @@ static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct
 		vq_mark_broken(vq, "chain longer than %u bytes", vq->max_chain_bytes);
 		return -EIO;
 	}
-n = gmem_map_hint(vq->gm, &vq->gm_hint, d->addr, d->len, wr ? GMEM_WRITE : GMEM_READ,
+	n = gmem_map_hint(vq->gm, &vq->gm_hint, d->addr, d->len, wr ? GMEM_WRITE : GMEM_READ,
 			  iov + used, (int)(max_iov - used));
 	if (n == -ENOBUFS) {
 		if (max_iov < VQ_MAX_IOV)
