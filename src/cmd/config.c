@@ -56,7 +56,8 @@ void cfg_usage(FILE *out)
 	    "  -h, --help              this text\n"
 	    "  -V, --version           version\n"
 	    "\n"
-	    "Signals: SIGINT/SIGTERM stop cleanly; SIGUSR1 logs every port's counters.\n",
+	    "Signals: SIGINT/SIGTERM stop cleanly; SIGHUP re-reads the configuration (unchanged\n"
+	    "ports keep running untouched); SIGUSR1 logs every port's counters.\n",
 	    out);
 }
 
@@ -462,4 +463,18 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 		d->ports[d->nports++] = single;
 	}
 	return check_ports(d, err);
+}
+
+bool cfg_port_equal(const struct vu_port_config *a, const struct vu_port_config *b)
+{
+	const struct vnet_config *x = &a->net, *y = &b->net;
+
+	return !strcmp(a->name, b->name) && !strcmp(a->socket, b->socket) &&
+	       !strcmp(a->tap, b->tap) && !strcmp(a->backend, b->backend) &&
+	       a->client == b->client && a->reconnect_ms == b->reconnect_ms &&
+	       a->queues == b->queues && a->mtu == b->mtu && a->threads == b->threads &&
+	       a->busy_poll_us == b->busy_poll_us && x->rx_budget_pkts == y->rx_budget_pkts &&
+	       x->rx_budget_bytes == y->rx_budget_bytes && x->tx_budget_pkts == y->tx_budget_pkts &&
+	       x->tx_budget_bytes == y->tx_budget_bytes && x->hold_frames == y->hold_frames &&
+	       x->rx_cover == y->rx_cover && x->pad_short == y->pad_short;
 }

@@ -27,5 +27,7 @@ int cfg_port_set(struct vu_port_config *p, const char *key, const char *val, con
 		 FILE *err);
 int cfg_load_file(struct daemon_config *d, const char *path, FILE *err);
 void cfg_usage(FILE *out);
+/* Same port, same settings: a reload leaves it alone. */
+bool cfg_port_equal(const struct vu_port_config *a, const struct vu_port_config *b);
 
 #endif

@@ -42,6 +42,77 @@ static void log_stats(void)
 	}
 }
 
+static int saved_argc;
+static char **saved_argv;
+
+static int start_port(struct vu_port **out, const struct vu_port_config *pc)
+{
+	int r = vu_port_create(out, pc, loop);
+
+	if (r) {
+		vt_err("%s: cannot start (%s)", pc->name, strerror(-r));
+		return r;
+	}
+	vt_info("%s: %s %s, %s %s, %u queue pair%s", pc->name,
+		pc->client ? "connecting to" : "listening on", pc->socket,
+		pc->tap[0] ? "tap" : "backend", pc->tap[0] ? pc->tap : pc->backend, pc->queues,
+		pc->queues > 1 ? "s" : "");
+	return 0;
+}
+
+static int find_port(const struct daemon_config *d, const char *name)
+{
+	for (unsigned i = 0; i < d->nports; i++)
+		if (!strcmp(d->ports[i].name, name))
+			return (int)i;
+	return -1;
+}
+
+/*
+ * SIGHUP: read the command line (and so the config file) again. Ports that kept their name and
+ * settings are not touched, their guests see nothing; removed ports stop, new ones start, and a
+ * port whose settings changed restarts alone. A configuration with errors changes nothing.
+ */
+static void reload(void)
+{
+	static struct daemon_config next;
+	struct vu_port *next_ports[CFG_MAX_PORTS] = {0};
+	unsigned kept = 0, added = 0, removed = 0, restarted = 0;
+
+	if (cfg_parse_args(&next, saved_argc, saved_argv, stderr) != 0) {
+		vt_err("SIGHUP: the new configuration has errors (see above); keeping the old one");
+		return;
+	}
+	for (unsigned i = 0; i < cfg.nports; i++) {
+		int j = find_port(&next, cfg.ports[i].name);
+
+		if (j >= 0 && cfg_port_equal(&cfg.ports[i], &next.ports[j])) {
+			next_ports[j] = ports[i];
+			ports[i] = NULL;
+			kept++;
+			continue;
+		}
+		vt_info("%s: %s", cfg.ports[i].name,
+			j >= 0 ? "settings changed; restarting it"
+			       : "removed from the configuration");
+		vu_port_destroy(ports[i]);
+		ports[i] = NULL;
+		j >= 0 ? restarted++ : removed++;
+	}
+	for (unsigned j = 0; j < next.nports; j++) {
+		if (next_ports[j])
+			continue;
+		if (start_port(&next_ports[j], &next.ports[j]) == 0 &&
+		    find_port(&cfg, next.ports[j].name) < 0)
+			added++;
+	}
+	cfg = next;
+	memcpy(ports, next_ports, sizeof(ports));
+	vt_log_set_level(cfg.log_level);
+	vt_info("SIGHUP: configuration reloaded: %u kept, %u added, %u removed, %u restarted", kept,
+		added, removed, restarted);
+}
+
 static void on_signal(void *arg, int fd, unsigned events)
 {
 	struct signalfd_siginfo si;
@@ -55,7 +126,7 @@ static void on_signal(void *arg, int fd, unsigned events)
 		return;
 	}
 	if (si.ssi_signo == SIGHUP) {
-		vt_info("SIGHUP: configuration reload is not supported yet; ignoring");
+		reload();
 		return;
 	}
 	vt_info("%s: shutting down", strsignal((int)si.ssi_signo));
@@ -85,18 +156,11 @@ int main(int argc, char **argv)
 		vt_err("cannot set up the event loop: %s", strerror(errno));
 		return 1;
 	}
-	for (unsigned i = 0; i < cfg.nports; i++) {
-		r = vu_port_create(&ports[i], &cfg.ports[i], loop);
-		if (r) {
-			vt_err("%s: cannot start (%s)", cfg.ports[i].name, strerror(-r));
+	saved_argc = argc;
+	saved_argv = argv;
+	for (unsigned i = 0; i < cfg.nports; i++)
+		if (start_port(&ports[i], &cfg.ports[i]))
 			goto out;
-		}
-		vt_info("%s: %s %s, %s %s, %u queue pair%s", cfg.ports[i].name,
-			cfg.ports[i].client ? "connecting to" : "listening on", cfg.ports[i].socket,
-			cfg.ports[i].tap[0] ? "tap" : "backend",
-			cfg.ports[i].tap[0] ? cfg.ports[i].tap : cfg.ports[i].backend,
-			cfg.ports[i].queues, cfg.ports[i].queues > 1 ? "s" : "");
-	}
 	vt_info("virtap %s running with %u port%s", VIRTAP_VERSION, cfg.nports,
 		cfg.nports > 1 ? "s" : "");
 	rc = evl_run(loop) ? 1 : 0;
