@@ -669,8 +669,8 @@ static void v_features_not_offered(int s)
 	uint64_t f = 0;
 
 	CHECK(fe_get_u64(s, VU_GET_FEATURES, &f) == 0);
-	CHECK(!(f & F(VU_F_LOG_ALL)));
-	CHECK(rejected(fe_u64(s, VU_SET_FEATURES, (f & WANT_F) | F(VU_F_LOG_ALL))));
+	CHECK(!(f & F(VIRTIO_NET_F_GUEST_ANNOUNCE)));
+	CHECK(rejected(fe_u64(s, VU_SET_FEATURES, (f & WANT_F) | F(VIRTIO_NET_F_GUEST_ANNOUNCE))));
 }
 
 static void v_protocol_features_not_offered(int s)

@@ -88,4 +88,27 @@ void *gmem_ptr(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm)
 /* Frontend virtual address -> guest physical, the whole [uva, uva + len) inside one region. */
 int gmem_uva_to_gpa(const struct gmem *gm, uint64_t uva, uint64_t len, uint64_t *gpa);
 
+/*
+ * Dirty page log for live migration (vhost-user LOG_SHMFD): one bit per 4 KiB guest page, set
+ * with an atomic OR because the frontend reads and clears it concurrently. Marks outside the
+ * log's size are dropped, never written: the size is the frontend's word, not ours to trust.
+ */
+#define GMEM_LOG_PAGE 4096ull
+
+struct gmem_log {
+	uint8_t *bits;
+	uint64_t size; /* bytes of bitmap */
+	void *map_base;
+	size_t map_len;
+	uint64_t dropped; /* marks that fell outside the bitmap */
+};
+
+/* Map size bytes of fd at offset as the log (takes fd on success); -EINVAL, -errno. */
+int gmem_log_map(struct gmem_log *log, int fd, uint64_t size, uint64_t offset);
+void gmem_log_unmap(struct gmem_log *log);
+void gmem_log_mark(struct gmem_log *log, uint64_t gpa, uint64_t len);
+/* Mark the guest pages behind the first len bytes of iov (host addresses in gm's regions). */
+void gmem_log_iov(struct gmem_log *log, const struct gmem *gm, const struct iovec *iov, unsigned n,
+		  size_t len);
+
 #endif

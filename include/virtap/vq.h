@@ -55,6 +55,11 @@ struct vq {
 	bool ready;
 	bool broken;
 	unsigned gm_hint; /* gmem region of the last descriptor (gmem_map_hint) */
+	/* Live migration: pages the device writes are marked in log (NULL: not logging); the
+	 * used ring's own writes only when the frontend gave its guest address. */
+	struct gmem_log *log;
+	uint64_t log_used_gpa;
+	bool log_used;
 	struct vq_stats stats;
 };
 
@@ -76,6 +81,8 @@ void vq_init(struct vq *vq);
  */
 int vq_setup(struct vq *vq, const struct gmem *gm, const char *name, uint16_t num,
 	     uint64_t desc_gpa, uint64_t avail_gpa, uint64_t used_gpa, uint64_t features);
+/* Log device writes to guest memory in log; the used ring's too if used_gpa_valid. */
+void vq_set_log(struct vq *vq, struct gmem_log *log, uint64_t used_gpa, bool used_gpa_valid);
 /* Start from a given avail index (vhost-user SET_VRING_BASE). */
 void vq_set_base(struct vq *vq, uint16_t last_avail);
 /* Stop the queue; returns the next avail index to process (vhost-user GET_VRING_BASE). */

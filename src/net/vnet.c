@@ -352,6 +352,9 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 		uint32_t part = b[k].len < left ? b[k].len : (uint32_t)left;
 
 		vq_push(&qp->rx, b[k].head, part);
+		if (qp->rx.log) /* live migration: the frame's pages are dirty now */
+			gmem_log_iov(qp->rx.log, qp->rx.gm, qp->rx_iov + b[k].iov_at, b[k].niov,
+				     part);
 		left -= part;
 		k++;
 	}

@@ -58,6 +58,7 @@ struct vu_port {
 	struct wrk *wrk_of[VNET_MAX_QUEUE_PAIRS];
 	struct wrk *wrks[VNET_MAX_QUEUE_PAIRS];
 	struct gmem *mem;
+	struct gmem_log log; /* live migration dirty log (SET_LOG_BASE) */
 	uint64_t features, pfeatures;
 	bool features_set, owner;
 	struct vu_vring vr[NRINGS_MAX];
@@ -127,7 +128,8 @@ static uint64_t offered_features(const struct vu_port *p)
 	uint64_t f = vnet_offered_features(p->mem_backend ? membe_ops.features(NULL)
 							  : tap_features(&p->taps[0]));
 
-	f |= F(VU_F_PROTOCOL_FEATURES) | F(27) /* ANY_LAYOUT: headers may share descriptors */;
+	f |= F(VU_F_PROTOCOL_FEATURES) | F(VU_F_LOG_ALL) |
+	     F(27) /* ANY_LAYOUT: headers may share descriptors */;
 	if (p->cfg.mtu)
 		f |= F(VIRTIO_NET_F_MTU);
 	if (p->cfg.queues > 1)
@@ -138,8 +140,8 @@ static uint64_t offered_features(const struct vu_port *p)
 static uint64_t offered_pfeatures(const struct vu_port *p)
 {
 	/* Not CONFIG: virtio-net frontends own the config space (QEMU warns if offered). */
-	uint64_t f =
-	    F(VU_PF_MQ) | F(VU_PF_REPLY_ACK) | F(VU_PF_RARP) | F(VU_PF_CONFIGURE_MEM_SLOTS);
+	uint64_t f = F(VU_PF_MQ) | F(VU_PF_REPLY_ACK) | F(VU_PF_RARP) |
+		     F(VU_PF_CONFIGURE_MEM_SLOTS) | F(VU_PF_LOG_SHMFD);
 
 	if (p->cfg.mtu)
 		f |= F(VU_PF_MTU);
@@ -216,6 +218,10 @@ static void ring_setup(struct vu_port *p, unsigned idx, struct vq *vq)
 		return;
 	vq_set_base(vq, r->base);
 	vq->stats = r->stats;
+	/* vhost-user: with VHOST_F_LOG_ALL every page the device writes is logged; the used
+	 * ring's own writes at log_guest_addr when the ring's VHOST_VRING_F_LOG flag says so. */
+	if ((p->features & F(VU_F_LOG_ALL)) && p->log.bits)
+		vq_set_log(vq, &p->log, r->addr.log_guest_addr, r->addr.flags & 1);
 	r->running = true;
 }
 
@@ -430,6 +436,46 @@ static int h_rem_mem_reg(struct vu_port *p, struct vu_ctx *c)
 		vt_err("%s: REM_MEM_REG of a region we do not have (gpa %#llx)", p->cfg.name,
 		       (unsigned long long)m.region.guest_phys_addr);
 	return err;
+}
+
+static int h_set_log_base(struct vu_port *p, struct vu_ctx *c)
+{
+	struct gmem_log log = {0};
+	uint64_t v[2];
+	int err;
+
+	memcpy(v, c->payload, sizeof(v));
+	if (!(p->pfeatures & F(VU_PF_LOG_SHMFD))) {
+		vt_err("%s: SET_LOG_BASE without LOG_SHMFD negotiated", p->cfg.name);
+		return -EINVAL;
+	}
+	err = gmem_log_map(&log, c->fds[0], le64toh(v[0]), le64toh(v[1]));
+	if (err) {
+		vt_err("%s: dirty log of %llu bytes at offset %llu rejected: %s", p->cfg.name,
+		       (unsigned long long)le64toh(v[0]), (unsigned long long)le64toh(v[1]),
+		       strerror(-err));
+		return err;
+	}
+	c->fds[0] = -1;
+	/* Swap with the rings detached: no worker may mark into the old mapping. */
+	all_detach(p);
+	gmem_log_unmap(&p->log);
+	p->log = log;
+	all_attach(p);
+	vt_info("%s: dirty page log of %llu bytes (guest memory up to %llu MiB)", p->cfg.name,
+		(unsigned long long)log.size,
+		(unsigned long long)(log.size * 8 * GMEM_LOG_PAGE >> 20));
+	/* With LOG_SHMFD the frontend waits for an empty reply before it relies on the log. */
+	c->reply_size = 0;
+	c->has_reply = true;
+	return 0;
+}
+
+static int h_set_log_fd(struct vu_port *p, struct vu_ctx *c)
+{
+	(void)p;
+	(void)c; /* the fd (if any) is closed with the message: we never signal log changes */
+	return 0;
 }
 
 static int h_not_supported(struct vu_port *p, struct vu_ctx *c)
@@ -739,8 +785,8 @@ static const struct vu_rule rules[VU_REQ_MAX] = {
     RULE(RESET_OWNER, h_reset_owner, 0, 8, 0, 0),
     RULE(SET_MEM_TABLE, h_set_mem_table, 8 + sizeof(struct vu_mem_region),
 	 sizeof(struct vu_mem_table), 1, VU_MAX_MEM_REGIONS),
-    RULE(SET_LOG_BASE, h_not_supported, 0, VU_MAX_PAYLOAD, 0, 1),
-    RULE(SET_LOG_FD, h_not_supported, 0, 8, 0, 1),
+    RULE(SET_LOG_BASE, h_set_log_base, 16, 16, 1, 1),
+    RULE(SET_LOG_FD, h_set_log_fd, 0, 8, 0, 1),
     RULE(SET_VRING_NUM, h_set_vring_num, 8, 8, 0, 0),
     RULE(SET_VRING_ADDR, h_set_vring_addr, sizeof(struct vu_vring_addr),
 	 sizeof(struct vu_vring_addr), 0, 0),
@@ -919,6 +965,7 @@ static void port_reset(struct vu_port *p)
 		free(p->mem);
 		p->mem = NULL;
 	}
+	gmem_log_unmap(&p->log);
 	p->features = p->pfeatures = 0;
 	p->features_set = p->owner = false;
 	msg_reset(p);

@@ -229,3 +229,82 @@ int gmem_uva_to_gpa(const struct gmem *gm, uint64_t uva, uint64_t len, uint64_t 
 	}
 	return -EFAULT;
 }
+
+int gmem_log_map(struct gmem_log *log, int fd, uint64_t size, uint64_t offset)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t delta = offset % (uint64_t)page;
+	struct stat st;
+	void *base;
+
+	/* 1 GiB of bitmap covers 32 TiB of guest memory; anything larger is not a real log. */
+	if (size == 0 || size > (1ull << 30) || offset > (1ull << 40))
+		return -EINVAL;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    ((uint64_t)st.st_size < offset || (uint64_t)st.st_size - offset < size))
+		return -EINVAL;
+	base = mmap(NULL, size + delta, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		    (off_t)(offset - delta));
+	if (base == MAP_FAILED)
+		return -errno;
+	close(fd);
+	log->map_base = base;
+	log->map_len = size + delta;
+	log->bits = (uint8_t *)base + delta;
+	log->size = size;
+	log->dropped = 0;
+	return 0;
+}
+
+void gmem_log_unmap(struct gmem_log *log)
+{
+	if (log->map_base)
+		munmap(log->map_base, log->map_len);
+	memset(log, 0, sizeof(*log));
+}
+
+void gmem_log_mark(struct gmem_log *log, uint64_t gpa, uint64_t len)
+{
+	uint64_t first, last;
+
+	if (!log || !log->bits || !len || gpa + (len - 1) < gpa)
+		return;
+	first = gpa / GMEM_LOG_PAGE;
+	last = (gpa + len - 1) / GMEM_LOG_PAGE;
+	for (uint64_t pg = first; pg <= last; pg++) {
+		if (pg / 8 >= log->size) {
+			log->dropped++;
+			return;
+		}
+		__atomic_fetch_or(&log->bits[pg / 8], (uint8_t)(1u << (pg % 8)), __ATOMIC_RELAXED);
+	}
+}
+
+/* The guest physical address behind a host pointer into one of gm's regions. */
+static int host_to_gpa(const struct gmem *gm, const uint8_t *host, uint64_t *gpa, uint64_t *room)
+{
+	for (unsigned i = 0; i < gm->nregions; i++) {
+		const struct gmem_region *r = &gm->regions[i];
+
+		if (host >= r->host && (uint64_t)(host - r->host) < r->size) {
+			*gpa = r->gpa + (uint64_t)(host - r->host);
+			*room = r->size - (uint64_t)(host - r->host);
+			return 0;
+		}
+	}
+	return -EFAULT;
+}
+
+void gmem_log_iov(struct gmem_log *log, const struct gmem *gm, const struct iovec *iov, unsigned n,
+		  size_t len)
+{
+	for (unsigned i = 0; i < n && len; i++) {
+		size_t part = iov[i].iov_len < len ? iov[i].iov_len : len;
+		uint64_t gpa, room;
+
+		/* An iovec never spans regions (gmem_map splits at region ends). */
+		if (host_to_gpa(gm, iov[i].iov_base, &gpa, &room) == 0)
+			gmem_log_mark(log, gpa, part < room ? part : room);
+		len -= part;
+	}
+}

@@ -134,6 +134,20 @@ int vq_setup(struct vq *vq, const struct gmem *gm, const char *name, uint16_t nu
 	return 0;
 }
 
+void vq_set_log(struct vq *vq, struct gmem_log *log, uint64_t used_gpa, bool used_gpa_valid)
+{
+	vq->log = log;
+	vq->log_used_gpa = used_gpa;
+	vq->log_used = log && used_gpa_valid;
+}
+
+/* Mark len bytes at offset off of the used ring dirty (live migration). */
+static inline void log_used(struct vq *vq, uint64_t off, uint64_t len)
+{
+	if (vq->log_used)
+		gmem_log_mark(vq->log, vq->log_used_gpa + off, len);
+}
+
 void vq_set_base(struct vq *vq, uint16_t last_avail)
 {
 	vq->last_avail = last_avail;
@@ -383,12 +397,14 @@ void vq_discard(struct vq *vq, unsigned n)
 
 void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 {
-	volatile uint8_t *e = vq->used + 4 + 8u * (vq->used_idx & (vq->num - 1));
+	uint64_t off = 4 + 8u * (vq->used_idx & (vq->num - 1));
+	volatile uint8_t *e = vq->used + off;
 
 	if (vq->broken)
 		return;
 	st32(e, head);
 	st32(e + 4, len);
+	log_used(vq, off, 8);
 	vq->used_idx++;
 }
 
@@ -399,6 +415,7 @@ void vq_flush(struct vq *vq)
 	/* release: the used entries above become visible before the index; pairs with the
 	 * driver's read barrier after it loads used->idx. */
 	st16(vq->used + 2, vq->used_idx, __ATOMIC_RELEASE);
+	log_used(vq, 2, 2);
 }
 
 static bool need_notify(struct vq *vq)
@@ -447,16 +464,20 @@ void vq_disable_notify(struct vq *vq)
 	if (vq->broken || !vq->ready || vq->event_idx)
 		return; /* with EVENT_IDX, not moving avail_event is what suppresses kicks */
 	st16(vq->used, USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
+	log_used(vq, 0, 2);
 }
 
 bool vq_enable_notify(struct vq *vq)
 {
 	if (vq->broken || !vq->ready)
 		return false;
-	if (vq->event_idx) /* VIRTIO 1.2 2.7.10: kick when avail idx moves past avail_event */
+	if (vq->event_idx) { /* VIRTIO 1.2 2.7.10: kick when avail idx moves past avail_event */
 		st16(vq->used + 4 + 8u * vq->num, vq->avail_shadow, __ATOMIC_RELAXED);
-	else
+		log_used(vq, 4 + 8u * vq->num, 2);
+	} else {
 		st16(vq->used, 0, __ATOMIC_RELAXED);
+		log_used(vq, 0, 2);
+	}
 	/* Full barrier: publish the request before re-checking avail->idx; pairs with the
 	 * driver's barrier between storing avail->idx and reading our suppression state. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
