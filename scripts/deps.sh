@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev iproute2
       iputils-ping procps kmod valgrind clang-format clang-tidy cppcheck)
-[ "${1:-}" = --guest ] && pkgs+=(qemu-system-x86 busybox-static iperf3 cpio xz-utils zstd python3 kmod netcat-openbsd dpdk dpdk-dev)
+[ "${1:-}" = --guest ] && pkgs+=(qemu-system-x86 busybox-static iperf3 cpio xz-utils zstd python3 kmod netcat-openbsd ethtool dpdk dpdk-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,7 +17,7 @@ D=${VT_GUEST_DIR:-$top/guest-work}
 
 build() {
   "$top/scripts/deps.sh" --guest
-  [ -s "$D/vmlinux" ] && [ -s "$D/initramfs.cpio.gz" ] && return 0
+  [ -s "$D/vmlinux" ] && [ -s "$D/initramfs.cpio.gz" ] && [ -f "$D/.v2" ] && return 0
   rm -rf "$D"; mkdir -p "$D/dl"
   local pkg kimg off
   pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
@@ -34,6 +34,7 @@ build() {
   [ -s "$D/vmlinux" ] || { echo "guest: could not extract vmlinux" >&2; exit 1; }
   make_initramfs
   rm -rf "$D/kernel" "$D/dl"
+  touch "$D/.v2"   # image layout version: bump when the initramfs contents change
   echo "guest: ready in $D"
 }
 
@@ -55,8 +56,11 @@ make_initramfs() {
     echo "$name" >> "$root/lib/modules/load.order"
   done
   cp /usr/bin/iperf3 "$root/usr/bin/"
-  ldd /usr/bin/iperf3 | grep -oE '/[^ ]+' | while read -r lib; do
-    mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
+  cp /usr/sbin/ethtool "$root/usr/sbin/"   # ethtool -L: fewer queue pairs than offered
+  for bin in /usr/bin/iperf3 /usr/sbin/ethtool; do
+    ldd "$bin" | grep -oE '/[^ ]+' | while read -r lib; do
+      mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
+    done
   done
   cat > "$root/init" <<'INIT'
 #!/bin/sh

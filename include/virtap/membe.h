@@ -18,7 +18,8 @@ enum membe_mode { MEMBE_SINK, MEMBE_SOURCE, MEMBE_ECHO };
 
 struct membe {
 	enum membe_mode mode;
-	int efd; /* readable when RX has a frame (source: always; echo: when queued) */
+	int efd; /* readable when RX has a frame (source: always; echo: when queued); echo:
+		    writable unless its ring is full */
 	int hdr_len;
 	size_t frame_len;	   /* source: frame bytes after the header */
 	uint8_t *frame;		   /* source template, header included */

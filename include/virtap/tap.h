@@ -23,6 +23,7 @@ struct tap {
 	char ifname[IF_NAMESIZE];
 	unsigned tun_offloads; /* TUN_F_* bits the kernel accepted when probed */
 	int hdr_len;
+	bool detached; /* multiqueue: this queue takes no frames from the kernel */
 };
 
 /* Open (creating if needed) TAP queue `name`. Logs one clear reason on failure. */
@@ -32,6 +33,9 @@ int tap_set_hdr_len(struct tap *t, int len);
 /* TUN_F_* offloads we accept from the kernel, derived from the guest's GUEST_* features. */
 int tap_set_offloads(struct tap *t, uint64_t guest_features);
 uint64_t tap_features(const struct tap *t);
+/* Multiqueue TAP: attach or detach this queue (TUNSETQUEUE), so the kernel steers flows only to
+ * queues whose guest ring is in use. */
+int tap_set_queue_attached(struct tap *t, bool attached);
 /* Interface helpers (ioctl on a socket in the caller's network namespace). */
 int tap_set_link(const char *ifname, bool up);
 int tap_set_mtu(const char *ifname, unsigned mtu);

@@ -49,5 +49,8 @@ bool vu_port_connected(const struct vu_port *p);
 const char *vu_port_name(const struct vu_port *p);
 /* Sum of every queue pair's counters. */
 void vu_port_stats(const struct vu_port *p, struct vnet_stats *st);
+/* One queue pair's counters (qp < queues), and how many pairs the port has. */
+void vu_port_qp_stats(const struct vu_port *p, unsigned qp, struct vnet_stats *st);
+unsigned vu_port_queues(const struct vu_port *p);
 
 #endif

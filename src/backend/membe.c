@@ -2,9 +2,11 @@
 /*
  * In-memory backends. Single-threaded by design: the worker that serves a queue pair calls both
  * rx and tx, so the echo ring needs no locks. The readiness eventfd is touched only when the echo
- * ring goes from empty to non-empty and back, not per frame.
+ * ring goes from empty to non-empty and back, or from full to not full and back (a full ring makes
+ * the fd unwritable), not per frame.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +59,21 @@ static void efd_clear(struct membe *m)
 
 	if (read(m->efd, &v, sizeof(v)) < 0) {
 		/* EAGAIN: already clear */
+	}
+}
+
+/*
+ * The echo ring is full (the counter is 1): raise the counter to its maximum, 2^64 - 2, where an
+ * eventfd stays readable but stops being writable. The worker polls this fd for writability after
+ * tx said -EAGAIN; an fd that always looked writable made it spin until the guest posted RX
+ * buffers, which a guest need never do.
+ */
+static void efd_set_full(struct membe *m)
+{
+	uint64_t v = 0xfffffffffffffffdull;
+
+	if (write(m->efd, &v, sizeof(v)) < 0) {
+		/* cannot happen with the counter at 1 */
 	}
 }
 
@@ -137,6 +154,7 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 {
 	struct membe *m = be;
 	size_t len, got;
+	bool full;
 
 	switch (m->mode) {
 	case MEMBE_SOURCE:
@@ -150,8 +168,13 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 		len = m->lens[m->head];
 		got = scatter(iov, n, m->slots + (size_t)m->head * m->slot_size, len);
 		m->head = (m->head + 1) % m->cap;
-		if (--m->count == 0)
+		full = m->count-- == m->cap;
+		/* Empty: not readable. Was full: the counter was saturated (efd_set_full); bring it
+		 * back to 1, so the fd is writable again and still readable. */
+		if (full || m->count == 0)
 			efd_clear(m);
+		if (full && m->count)
+			efd_set(m);
 		break;
 	default:
 		return -EAGAIN;
@@ -180,6 +203,8 @@ static ssize_t membe_tx(void *be, const struct iovec *iov, int n)
 		    (uint32_t)gather(m->slots + (size_t)slot * m->slot_size, m->slot_size, iov, n);
 		if (m->count++ == 0)
 			efd_set(m);
+		if (m->count == m->cap)
+			efd_set_full(m);
 	}
 	m->tx_frames++;
 	m->tx_bytes += len;

@@ -208,6 +208,25 @@ uint64_t tap_features(const struct tap *t)
 	return f;
 }
 
+int tap_set_queue_attached(struct tap *t, bool attached)
+{
+	struct ifreq ifr;
+
+	if (t->fd < 0 || t->detached == !attached)
+		return 0;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = attached ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+	if (ioctl(t->fd, TUNSETQUEUE, &ifr) < 0) {
+		int err = errno;
+
+		vt_err("tap %s: cannot %s a queue: %s", t->ifname, attached ? "attach" : "detach",
+		       strerror(err));
+		return -err;
+	}
+	t->detached = !attached;
+	return 0;
+}
+
 static int ifreq_ioctl(const char *ifname, unsigned long req, struct ifreq *ifr)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), err = 0;

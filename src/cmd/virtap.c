@@ -39,6 +39,14 @@ static void log_stats(void)
 		    (unsigned long long)s.rx_drop_backend, (unsigned long long)s.tx_drop_bad_hdr,
 		    (unsigned long long)s.tx_drop_backend, (unsigned long long)s.rx_held,
 		    (unsigned long long)s.rx_paused);
+		for (unsigned q = 0; vu_port_queues(ports[i]) > 1 && q < vu_port_queues(ports[i]);
+		     q++) {
+			vu_port_qp_stats(ports[i], q, &s);
+			vt_info("%s: qp%u rx %llu pkts %llu bytes, tx %llu pkts %llu bytes",
+				vu_port_name(ports[i]), q, (unsigned long long)s.rx_packets,
+				(unsigned long long)s.rx_bytes, (unsigned long long)s.tx_packets,
+				(unsigned long long)s.tx_bytes);
+		}
 	}
 }
 

@@ -225,11 +225,24 @@ static void ring_setup(struct vu_port *p, unsigned idx, struct vq *vq)
 	r->running = true;
 }
 
+/*
+ * Multiqueue TAP: the kernel hashes flows over every attached queue, so a queue whose RX ring the
+ * guest has not enabled (fewer pairs in use, `ethtool -L`) must be detached or its flows are
+ * lost. QEMU does this for its own TAP; behind vhost-user it is ours to do. Queue 0 stays.
+ */
+static void tap_queue_sync(struct vu_port *p, unsigned i)
+{
+	if (p->mem_backend || p->cfg.queues < 2 || i == 0)
+		return;
+	tap_set_queue_attached(&p->taps[i], p->vr[2 * i].enabled);
+}
+
 static void qp_attach(struct vu_port *p, unsigned i)
 {
 	struct vnet_qp *qp = &p->qps[i];
 	struct wrk *w;
 
+	tap_queue_sync(p, i);
 	if (p->wrk_of[i])
 		return;
 	if (vnet_qp_set_features(qp, p->features))
@@ -333,6 +346,7 @@ static void rings_reset(struct vu_port *p)
 	for (unsigned i = 0; i < p->cfg.queues; i++) {
 		netq_purge(&p->qps[i].hold);
 		vnet_qp_set_features(&p->qps[i], 0);
+		tap_queue_sync(p, i);
 	}
 }
 
@@ -1143,6 +1157,8 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 			snprintf(p->qps[i].name, sizeof(p->qps[i].name), "%.20s:qp%u", cfg->name,
 				 i);
 	}
+	for (unsigned i = 0; !err && i < cfg->queues; i++)
+		tap_queue_sync(p, i);
 	if (!err)
 		err = cfg->client ? 0 : listen_start(p);
 	if (err) {
@@ -1190,4 +1206,16 @@ void vu_port_stats(const struct vu_port *p, struct vnet_stats *st)
 		for (size_t k = 0; k < sizeof(*st) / sizeof(uint64_t); k++)
 			dst[k] += src[k];
 	}
+}
+
+void vu_port_qp_stats(const struct vu_port *p, unsigned qp, struct vnet_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (qp < p->cfg.queues)
+		*st = p->qps[qp].stats;
+}
+
+unsigned vu_port_queues(const struct vu_port *p)
+{
+	return p->cfg.queues;
 }

@@ -86,16 +86,19 @@ vt_accel() {
 
 # vt_boot NAME SOCK IP/LEN SCRIPT [key=value...]: boot a guest in the background running SCRIPT.
 #   keys: mtu=N queues=N mac=MAC server=1 (QEMU listens; virtap in client mode) reboot=1
+#         qemu="ARGS" (extra QEMU arguments, split on spaces)
 #         netdev=tap:IFNAME (QEMU's own TAP path, the seed's baseline, instead of vhost-user)
 # Serial output in $WORK/NAME.log; sets QEMU_PID.
 vt_boot() {
   local name=$1 sock=$2 ip=$3 script=$4; shift 4
   local mtu="" queues=1 mac=52:54:00:12:34:56 server=0 reboot=0 netdev="" kv accel
+  local -a qextra=()
   for kv in "$@"; do
     case "$kv" in
       mtu=*) mtu=${kv#mtu=} ;; queues=*) queues=${kv#queues=} ;; mac=*) mac=${kv#mac=} ;;
       server=*) server=${kv#server=} ;; reboot=*) reboot=${kv#reboot=} ;;
       netdev=*) netdev=${kv#netdev=} ;;
+      qemu=*) qextra+=(${kv#qemu=}) ;;
     esac
   done
   accel=$(vt_accel)
@@ -126,7 +129,7 @@ vt_boot() {
   ip netns exec "$NS" qemu-system-x86_64 -accel "$accel" -smp 1 -m 256 -cpu max \
     -bios /usr/share/qemu/qboot.rom -nodefaults -no-user-config -nographic -serial stdio \
     "${extra[@]}" -kernel "$GUEST_DIR/vmlinux" -initrd "$WORK/$name.d/initrd" -append "$append" \
-    "${net[@]}" -device "$dev" < /dev/null > "$WORK/$name.log" 2>&1 &
+    "${net[@]}" -device "$dev" "${qextra[@]}" < /dev/null > "$WORK/$name.log" 2>&1 &
   QEMU_PID=$!
   PIDS+=("$QEMU_PID")
 }

@@ -1,0 +1,75 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Live migration of a running guest between two QEMU processes on this machine, each with its own
+# virtap port (both TAPs in one bridge): virtap logs the pages it dirties (LOG_SHMFD, LOG_ALL),
+# the guest's TCP transfer running across the migration completes, and the network works from
+# the destination afterwards.
+source "$(dirname "$0")/lib.sh"
+vt_setup_ns
+ip -n "$NS" link add br0 type bridge
+ip -n "$NS" addr add 10.77.0.1/24 dev br0
+ip -n "$NS" link set br0 up
+vt_start_virtap virtap --log-level debug \
+  --port "socket=$WORK/a.sock,tap=vtapA,name=a" --port "socket=$WORK/b.sock,tap=vtapB,name=b"
+for t in vtapA vtapB; do
+  i=0; while ! ip -n "$NS" link show "$t" >/dev/null 2>&1 && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  ip -n "$NS" link set "$t" master br0
+done
+
+qmp() { # qmp SOCKET COMMAND [JSON-ARGS] -> prints the reply's "return"
+  python3 - "$@" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+json.loads(f.readline())
+def call(cmd, args=None):
+    m = {"execute": cmd}
+    if args: m["arguments"] = args
+    f.write(json.dumps(m) + "\n"); f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r: return r
+call("qmp_capabilities")
+r = call(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
+print(json.dumps(r.get("return", r)))
+PY
+}
+
+# The guest streams TCP to the host, rate-limited so migration converges under TCG.
+ip netns exec "$NS" timeout 90 iperf3 -s -1 -J > "$WORK/server.json" 2>&1 &
+SRV=$!; PIDS+=("$SRV")
+GUEST='sleep 1; iperf3 -c 10.77.0.1 -t 14 -b 40M > /tmp/iperf.out 2>&1; echo "VT_IPERF_RC=$?"
+tail -3 /tmp/iperf.out; ping -c 3 -W 2 10.77.0.1 && echo VT_PING_AFTER; sleep 30'
+vt_boot src "$WORK/a.sock" 10.77.0.2/24 "$GUEST" qemu="-qmp unix:$WORK/qmp-src.sock,server=on,wait=off"
+SRC_PID=$QEMU_PID
+vt_check "source guest up" vt_wait_for "$WORK/src.log" VTGUEST_NET_UP 60
+vt_boot dst "$WORK/b.sock" 10.77.0.2/24 "$GUEST" \
+  qemu="-incoming tcp:127.0.0.1:47777 -qmp unix:$WORK/qmp-dst.sock,server=on,wait=off"
+vt_check "destination QEMU waiting for the migration" vt_wait_for "$WORK/virtap.log" "b: frontend connected" 30
+sleep 4   # let the transfer run a while first
+vt_check "migration started" qmp "$WORK/qmp-src.sock" migrate '{"uri": "tcp:127.0.0.1:47777"}'
+status=""
+for _ in $(seq 1 120); do
+  status=$(qmp "$WORK/qmp-src.sock" query-migrate | python3 -c 'import json,sys; print(json.load(sys.stdin).get("status",""))')
+  case $status in completed|failed|cancelled) break ;; esac
+  sleep 0.5
+done
+echo "  migration: $status"
+vt_check "migration completed" test "$status" = completed
+vt_check "virtap got a dirty log for the source port" vt_wait_for "$WORK/virtap.log" "a: dirty page log of" 5
+vt_check "the source turned LOG_ALL on (features with bit 26)" \
+  grep -q "a: SET_LOG_BASE" "$WORK/virtap.log"
+vt_stop "$SRC_PID" 2>/dev/null || kill -9 "$SRC_PID"
+vt_check "destination runs the guest" bash -c "qmp '$WORK/qmp-dst.sock' query-status | grep -q running"
+sleep 1
+vt_check "host reaches the guest through the destination" \
+  ip netns exec "$NS" ping -c 3 -W 3 -q 10.77.0.2
+vt_check "the transfer that ran across the migration completed" wait "$SRV"
+if [ -s "$WORK/server.json" ]; then
+  got=$(vt_json "$WORK/server.json" "j['end']['sum_received']['bytes']")
+  secs=$(vt_json "$WORK/server.json" "round(j['end']['sum_received']['seconds'], 1)")
+  echo "  host received $got bytes over ${secs}s across the migration"
+  vt_check "most of the 14 s x 40 Mbit/s arrived" test "$got" -gt 35000000
+fi
+vt_check "guest's iperf3 ended cleanly" vt_wait_for "$WORK/dst.log" "VT_IPERF_RC=0" 30
+vt_check "virtap still running" kill -0 "$VT_PID"
+vt_finish
