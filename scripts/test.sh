@@ -27,7 +27,7 @@ for cfg in plain asan; do
   echo "=== $cfg tests"
   # ASan: leaks are failures too (LeakSanitizer runs at exit of every test program).
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir $dir --output-on-failure -j2 2>&1 | tee $dir/ctest.log
+    ctest --test-dir $dir --output-on-failure -j1 2>&1 | tee $dir/ctest.log
   tally $dir/ctest.log
   # A test that cannot run here says SKIP; on this project's own machines none may skip.
   if grep -q "Not Run\|\*\*\*Skipped" $dir/ctest.log; then

@@ -25,6 +25,34 @@
 #define VQ_F_EVENT_IDX	   29
 #define VQ_F_VERSION_1	   32
 
+/*
+ * Inflight I/O tracking for one split ring (vhost-user "Inflight I/O tracking", protocol feature
+ * INFLIGHT_SHMFD). The frontend keeps an area shared with us that records which chains we took
+ * and have not returned, so that a restarted device (after a crash or SIGKILL) can take them up
+ * again instead of leaking them. region is this ring's QueueRegionSplit in that area: a 16-byte
+ * header (features u64, version u16, desc_num u16, last_batch_head u16, used_idx u16) and one
+ * 16-byte DescStateSplit per descriptor (inflight u8, 5 padding, next u16, counter u64). The
+ * rest is our private bookkeeping; it outlives the vq it is attached to, because the vhost-user
+ * layer sets rings up again on every reconfiguration. The area is the frontend's memory: every
+ * value read from it is read once and bounded before use.
+ */
+struct vq_inflight {
+	volatile uint8_t *region;
+	uint16_t num;	      /* queue size the region was laid out for */
+	uint64_t counter;     /* fetch order of the next chain we take */
+	uint16_t *resubmit;   /* heads still to hand out again, oldest fetch first */
+	unsigned nresubmit;   /* entries in resubmit */
+	unsigned resubmit_at; /* next one to hand out */
+	uint16_t *popped;     /* the last num takes (head | VQ_INFL_RESUB), to undo vq_discard */
+	uint32_t npopped;     /* takes since vq_set_inflight */
+	uint16_t *batch;      /* heads pushed since the last flush */
+	unsigned nbatch;
+	uint16_t last_batch_head;
+	void *scratch; /* num entries for ordering the resubmissions */
+};
+
+#define VQ_INFL_RESUB 0x8000u /* in popped[]: the take came from the resubmit list */
+
 struct vq_stats {
 	uint64_t chains;	      /* chains popped and not given back */
 	uint64_t kicks;		      /* driver notifications received */
@@ -60,6 +88,8 @@ struct vq {
 	struct gmem_log *log;
 	uint64_t log_used_gpa;
 	bool log_used;
+	/* Inflight tracking (NULL: off, and the datapath pays one pointer test). */
+	struct vq_inflight *infl;
 	struct vq_stats stats;
 };
 
@@ -83,6 +113,22 @@ int vq_setup(struct vq *vq, const struct gmem *gm, const char *name, uint16_t nu
 	     uint64_t desc_gpa, uint64_t avail_gpa, uint64_t used_gpa, uint64_t features);
 /* Log device writes to guest memory in log; the used ring's too if used_gpa_valid. */
 void vq_set_log(struct vq *vq, struct gmem_log *log, uint64_t used_gpa, bool used_gpa_valid);
+/* Bytes of one ring's inflight region for a queue of num entries (64-byte aligned). */
+size_t vq_inflight_size(uint16_t num);
+/* Private bookkeeping for a region of a queue of num entries (power of two). 0 or -ENOMEM. */
+int vq_inflight_init(struct vq_inflight *in, volatile void *region, uint16_t num);
+void vq_inflight_free(struct vq_inflight *in);
+/*
+ * Track this (set up, based) queue's chains in in's region. A fresh region (version 0) is
+ * initialized. A region with history (a previous device died with chains taken) is recovered as
+ * the vhost-user specification says: the last used batch is settled against the used ring's
+ * index, the chains still marked in flight will be popped again first, in the order they were
+ * first taken, and the avail position becomes used index + chains in flight (every chain taken
+ * is either used or in flight), whatever vq_set_base said. Returns how many chains will be
+ * handed out again, or -EINVAL (region laid out for another queue size, or not a version we
+ * know: not tracked).
+ */
+int vq_set_inflight(struct vq *vq, struct vq_inflight *in);
 /* Start from a given avail index (vhost-user SET_VRING_BASE). */
 void vq_set_base(struct vq *vq, uint16_t last_avail);
 /* Stop the queue; returns the next avail index to process (vhost-user GET_VRING_BASE). */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -39,8 +40,9 @@ struct vu_vring {
 	int kick_fd, call_fd, err_fd;
 	bool started; /* has a kick fd (or was told to poll) and no GET_VRING_BASE since */
 	bool enabled;
-	bool running; /* set up on a virtqueue and served by a worker */
-	bool broken;  /* stays broken until the frontend stops and restarts the ring */
+	bool running;  /* set up on a virtqueue and served by a worker */
+	bool broken;   /* stays broken until the frontend stops and restarts the ring */
+	bool resubmit; /* chains a previous device left in flight are to be taken again */
 	struct vq_stats stats;
 };
 
@@ -59,6 +61,13 @@ struct vu_port {
 	struct wrk *wrks[VNET_MAX_QUEUE_PAIRS];
 	struct gmem *mem;
 	struct gmem_log log; /* live migration dirty log (SET_LOG_BASE) */
+	/* Inflight I/O tracking (GET/SET_INFLIGHT_FD): the frontend's area, mapped, laid out as
+	 * infl_nq queue regions for queues of infl_qsize entries; per ring our bookkeeping. */
+	void *infl_map;
+	size_t infl_map_len;
+	uint8_t *infl_base;
+	uint16_t infl_nq, infl_qsize;
+	struct vq_inflight infl[NRINGS_MAX];
 	uint64_t features, pfeatures;
 	bool features_set, owner;
 	struct vu_vring vr[NRINGS_MAX];
@@ -81,6 +90,7 @@ struct vu_ctx {
 	uint8_t reply[VU_MAX_PAYLOAD];
 	uint32_t reply_size;
 	bool has_reply;
+	int reply_fd; /* sent with the reply (then closed), -1 if none */
 };
 
 typedef int (*vu_handler_fn)(struct vu_port *p, struct vu_ctx *c);
@@ -141,7 +151,7 @@ static uint64_t offered_pfeatures(const struct vu_port *p)
 {
 	/* Not CONFIG: virtio-net frontends own the config space (QEMU warns if offered). */
 	uint64_t f = F(VU_PF_MQ) | F(VU_PF_REPLY_ACK) | F(VU_PF_RARP) |
-		     F(VU_PF_CONFIGURE_MEM_SLOTS) | F(VU_PF_LOG_SHMFD);
+		     F(VU_PF_CONFIGURE_MEM_SLOTS) | F(VU_PF_LOG_SHMFD) | F(VU_PF_INFLIGHT_SHMFD);
 
 	if (p->cfg.mtu)
 		f |= F(VU_PF_MTU);
@@ -194,6 +204,47 @@ static void qp_detach(struct vu_port *p, unsigned i)
 	vq_init(&qp->tx);
 }
 
+/*
+ * Inflight tracking for a ring being set up, if the frontend gave us an area that covers it. A
+ * previous device's chains still in flight are taken again before new ones (vq_set_inflight).
+ * Policy for net: a TX chain in flight is sent again (the frame may go out twice, which the
+ * network tolerates, rather than never), an RX buffer in flight is simply filled again; either
+ * way each head is used exactly once.
+ */
+static void ring_inflight(struct vu_port *p, unsigned idx, struct vq *vq)
+{
+	struct vq_inflight *in = &p->infl[idx];
+	struct vu_vring *r = &p->vr[idx];
+	uint16_t base = vq->last_avail;
+	int n;
+
+	r->resubmit = false;
+	if (!p->infl_base || idx >= p->infl_nq)
+		return;
+	if (r->num != p->infl_qsize) {
+		vt_warn("%s: ring %u has %u entries, the inflight area is laid out for %u; not "
+			"tracked",
+			p->cfg.name, idx, r->num, p->infl_qsize);
+		return;
+	}
+	if (!in->region &&
+	    vq_inflight_init(in, p->infl_base + idx * vq_inflight_size(p->infl_qsize),
+			     p->infl_qsize)) {
+		vt_err("%s: ring %u: no memory for inflight tracking", p->cfg.name, idx);
+		return;
+	}
+	n = vq_set_inflight(vq, in);
+	if (n > 0)
+		vt_info("%s: ring %u: %d chains were in flight when the previous device stopped; "
+			"taking them again (avail index %u, frontend said %u)",
+			p->cfg.name, idx, n, vq->last_avail, base);
+	else if (n == 0 && vq->last_avail != base)
+		vt_info("%s: ring %u: avail index %u from the used ring and inflight area "
+			"(frontend said %u)",
+			p->cfg.name, idx, vq->last_avail, base);
+	r->resubmit = n > 0;
+}
+
 /* Set up one ring on its virtqueue if the frontend has given us everything it needs. */
 static void ring_setup(struct vu_port *p, unsigned idx, struct vq *vq)
 {
@@ -222,6 +273,7 @@ static void ring_setup(struct vu_port *p, unsigned idx, struct vq *vq)
 	 * ring's own writes at log_guest_addr when the ring's VHOST_VRING_F_LOG flag says so. */
 	if ((p->features & F(VU_F_LOG_ALL)) && p->log.bits)
 		vq_set_log(vq, &p->log, r->addr.log_guest_addr, r->addr.flags & 1);
+	ring_inflight(p, idx, vq);
 	r->running = true;
 }
 
@@ -259,6 +311,15 @@ static void qp_attach(struct vu_port *p, unsigned i)
 		return;
 	}
 	p->wrk_of[i] = w;
+	/* Chains taken again after a restart need no kick from the driver, which sent its kicks
+	 * to the previous device: kick ourselves. */
+	for (unsigned k = 2 * i; k <= 2 * i + 1; k++) {
+		uint64_t one = 1;
+
+		if (p->vr[k].resubmit && p->vr[k].kick_fd >= 0 &&
+		    write(p->vr[k].kick_fd, &one, sizeof(one)) < 0)
+			vt_warn("%s: ring %u: cannot kick it: %s", p->cfg.name, k, strerror(errno));
+	}
 }
 
 static void all_detach(struct vu_port *p)
@@ -417,12 +478,29 @@ static int h_get_max_mem_slots(struct vu_port *p, struct vu_ctx *c)
 	return 0;
 }
 
+/* The region already in the map with exactly this placement, or NULL. */
+static const struct gmem_region *same_region(const struct gmem *gm, const struct vu_mem_region *r)
+{
+	for (unsigned i = 0; gm && i < gm->nregions; i++) {
+		const struct gmem_region *g = &gm->regions[i];
+
+		if (g->gpa == r->guest_phys_addr && g->size == r->memory_size &&
+		    g->uva == r->userspace_addr)
+			return g;
+	}
+	return NULL;
+}
+
 static int h_add_mem_reg(struct vu_port *p, struct vu_ctx *c)
 {
 	struct vu_mem_reg_msg m;
 	int err;
 
 	memcpy(&m, c->payload, sizeof(m));
+	/* QEMU keeps one memory view per queue pair and sends every pair's ADD_MEM_REG: the same
+	 * region again is not an overlap, just a repeat (its fd is closed with the message). */
+	if (same_region(p->mem, &m.region))
+		return 0;
 	if (!p->mem) {
 		p->mem = calloc(1, sizeof(*p->mem));
 		if (!p->mem)
@@ -438,18 +516,18 @@ static int h_add_mem_reg(struct vu_port *p, struct vu_ctx *c)
 static int h_rem_mem_reg(struct vu_port *p, struct vu_ctx *c)
 {
 	struct vu_mem_reg_msg m;
-	int err;
 
 	memcpy(&m, c->payload, sizeof(m));
-	if (!p->mem)
-		return -ENOENT;
+	/* The repeat of an earlier removal (one per queue pair, as above) finds nothing to do. */
+	if (!same_region(p->mem, &m.region)) {
+		vt_debug("%s: REM_MEM_REG of a region not in the map (gpa %#llx): nothing to do",
+			 p->cfg.name, (unsigned long long)m.region.guest_phys_addr);
+		return 0;
+	}
 	all_detach(p);
-	err = gmem_remove(p->mem, m.region.guest_phys_addr, m.region.memory_size);
+	gmem_remove(p->mem, m.region.guest_phys_addr, m.region.memory_size);
 	all_attach(p);
-	if (err)
-		vt_err("%s: REM_MEM_REG of a region we do not have (gpa %#llx)", p->cfg.name,
-		       (unsigned long long)m.region.guest_phys_addr);
-	return err;
+	return 0;
 }
 
 static int h_set_log_base(struct vu_port *p, struct vu_ctx *c)
@@ -489,6 +567,137 @@ static int h_set_log_fd(struct vu_port *p, struct vu_ctx *c)
 {
 	(void)p;
 	(void)c; /* the fd (if any) is closed with the message: we never signal log changes */
+	return 0;
+}
+
+/* ---- inflight I/O tracking (vhost-user INFLIGHT_SHMFD, split rings) ----------------------- */
+
+/* Drop the area and our per-ring bookkeeping; the rings must be detached. */
+static void inflight_unmap(struct vu_port *p)
+{
+	for (unsigned i = 0; i < NRINGS_MAX; i++)
+		vq_inflight_free(&p->infl[i]);
+	if (p->infl_map)
+		munmap(p->infl_map, p->infl_map_len);
+	p->infl_map = NULL;
+	p->infl_base = NULL;
+	p->infl_map_len = 0;
+	p->infl_nq = p->infl_qsize = 0;
+}
+
+/* Make a mapped area the one the rings track into, swapping it with the rings detached. */
+static void inflight_install(struct vu_port *p, void *map, size_t len, size_t at, uint16_t nq,
+			     uint16_t qsize)
+{
+	all_detach(p);
+	inflight_unmap(p);
+	p->infl_map = map;
+	p->infl_map_len = len;
+	p->infl_base = (uint8_t *)map + at;
+	p->infl_nq = nq;
+	p->infl_qsize = qsize;
+	all_attach(p);
+}
+
+/* The inflight description's layout, checked before anything is sized or mapped from it. */
+static int inflight_layout(struct vu_port *p, const struct vu_ctx *c, struct vu_inflight *in,
+			   size_t *need)
+{
+	memset(in, 0, sizeof(*in));
+	memcpy(in, c->payload, c->hdr.size);
+	/* vhost-user: GET/SET_INFLIGHT_FD only once INFLIGHT_SHMFD is negotiated. */
+	if (!(p->pfeatures & F(VU_PF_INFLIGHT_SHMFD))) {
+		vt_err("%s: %s without INFLIGHT_SHMFD negotiated", p->cfg.name,
+		       c->hdr.request == VU_GET_INFLIGHT_FD ? "GET_INFLIGHT_FD"
+							    : "SET_INFLIGHT_FD");
+		return -EINVAL;
+	}
+	/* One queue region per virtqueue, each for split queues of queue_size entries: a power
+	 * of two of at most 32768 (VIRTIO 1.2 2.7); no more queues than a port can have. */
+	if (!in->num_queues || in->num_queues > NRINGS_MAX || !in->queue_size ||
+	    (in->queue_size & (in->queue_size - 1)) || in->queue_size > VQ_MAX_SIZE) {
+		vt_err("%s: inflight area for %u queues of %u entries: want 1-%u queues of a power "
+		       "of two <= %u entries",
+		       p->cfg.name, in->num_queues, in->queue_size, NRINGS_MAX, VQ_MAX_SIZE);
+		return -EINVAL;
+	}
+	*need = in->num_queues * vq_inflight_size(in->queue_size);
+	return 0;
+}
+
+static int h_get_inflight_fd(struct vu_port *p, struct vu_ctx *c)
+{
+	struct vu_inflight in;
+	size_t need;
+	void *map;
+	int fd, err = inflight_layout(p, c, &in, &need);
+
+	if (err)
+		return err;
+	fd = memfd_create("virtap-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	/* Sealed at its size: the frontend cannot shrink it under our mapping (a SIGBUS here). */
+	if (ftruncate(fd, (off_t)need) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	map = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	/* A memfd starts zeroed: version 0, nothing in flight. Tracked from now on, as the
+	 * frontend will hand it back with SET_INFLIGHT_FD (libvhost-user does the same). */
+	inflight_install(p, map, need, 0, in.num_queues, in.queue_size);
+	vt_info("%s: inflight area of %zu bytes for %u queues of %u entries", p->cfg.name, need,
+		in.num_queues, in.queue_size);
+	in.mmap_size = need;
+	in.mmap_offset = 0;
+	memcpy(c->reply, &in, c->hdr.size);
+	c->reply_size = c->hdr.size;
+	c->has_reply = true;
+	c->reply_fd = fd;
+	return 0;
+}
+
+static int h_set_inflight_fd(struct vu_port *p, struct vu_ctx *c)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct vu_inflight in;
+	struct stat st = {0};
+	size_t need, at;
+	uint64_t off;
+	void *map;
+	int err = inflight_layout(p, c, &in, &need);
+
+	if (err)
+		return err;
+	/* The queue regions must fit the area the frontend says it has, and that area the file:
+	 * a mapping past the end of the file faults on first touch. The offset keeps the regions'
+	 * u64 fields aligned (the atomic accesses need it). */
+	if (in.mmap_size < need || in.mmap_offset > UINT64_MAX - in.mmap_size ||
+	    (in.mmap_offset & 7) || fstat(c->fds[0], &st) < 0 ||
+	    (uint64_t)st.st_size < in.mmap_offset + need) {
+		vt_err("%s: inflight area of %llu bytes at offset %llu (file %lld bytes) cannot "
+		       "hold %u queue regions of %zu bytes",
+		       p->cfg.name, (unsigned long long)in.mmap_size,
+		       (unsigned long long)in.mmap_offset, (long long)st.st_size, in.num_queues,
+		       vq_inflight_size(in.queue_size));
+		return -EINVAL;
+	}
+	off = in.mmap_offset & ~(uint64_t)(page - 1);
+	at = (size_t)(in.mmap_offset - off);
+	map = mmap(NULL, need + at, PROT_READ | PROT_WRITE, MAP_SHARED, c->fds[0], (off_t)off);
+	if (map == MAP_FAILED) {
+		err = -errno;
+		vt_err("%s: cannot map the inflight area: %s", p->cfg.name, strerror(-err));
+		return err;
+	}
+	inflight_install(p, map, need + at, at, in.num_queues, in.queue_size);
 	return 0;
 }
 
@@ -819,6 +1028,8 @@ static const struct vu_rule rules[VU_REQ_MAX] = {
     /* Answered although CONFIG is not offered: some frontends ask regardless. */
     RULE(GET_CONFIG, h_get_config, 12, sizeof(struct vu_config), 0, 0),
     RULE(SET_CONFIG, h_not_supported, 12, sizeof(struct vu_config), 0, 0),
+    RULE(GET_INFLIGHT_FD, h_get_inflight_fd, VU_INFLIGHT_MIN, sizeof(struct vu_inflight), 0, 0),
+    RULE(SET_INFLIGHT_FD, h_set_inflight_fd, VU_INFLIGHT_MIN, sizeof(struct vu_inflight), 1, 1),
     RULE(GET_MAX_MEM_SLOTS, h_get_max_mem_slots, 0, 8, 0, 0),
     RULE(ADD_MEM_REG, h_add_mem_reg, sizeof(struct vu_mem_reg_msg), sizeof(struct vu_mem_reg_msg),
 	 1, 1),
@@ -828,15 +1039,37 @@ static const struct vu_rule rules[VU_REQ_MAX] = {
 
 /* ---- the connection -------------------------------------------------------------------- */
 
-static int send_reply(struct vu_port *p, uint32_t req, const void *payload, uint32_t size)
+static int send_reply_fd(struct vu_port *p, uint32_t req, const void *payload, uint32_t size,
+			 int fd)
 {
 	struct vu_hdr h = {.request = req, .flags = VU_VERSION | VU_FLAG_REPLY, .size = size};
 	struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)payload, size}};
 	struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
 
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&ctl, 0, sizeof(ctl));
+		m.msg_control = ctl.buf;
+		m.msg_controllen = sizeof(ctl.buf);
+		cm = CMSG_FIRSTHDR(&m);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
 	if (sendmsg(p->conn_fd, &m, MSG_NOSIGNAL) != (ssize_t)(sizeof(h) + size))
 		return -EIO;
 	return 0;
+}
+
+static int send_reply(struct vu_port *p, uint32_t req, const void *payload, uint32_t size)
+{
+	return send_reply_fd(p, req, payload, size, -1);
 }
 
 /* Check one complete message against the table and run it. Returns false to disconnect. */
@@ -845,7 +1078,8 @@ static bool dispatch(struct vu_port *p)
 	struct vu_ctx c = {.hdr = p->in.hdr,
 			   .payload = p->in.bytes + sizeof(struct vu_hdr),
 			   .fds = p->fds,
-			   .nfds = p->nfds};
+			   .nfds = p->nfds,
+			   .reply_fd = -1};
 	const struct vu_rule *r = c.hdr.request < VU_REQ_MAX ? &rules[c.hdr.request] : NULL;
 	bool want_ack = (c.hdr.flags & VU_FLAG_NEED_REPLY) && (p->pfeatures & F(VU_PF_REPLY_ACK));
 	int err;
@@ -865,8 +1099,11 @@ static bool dispatch(struct vu_port *p)
 	}
 	vt_debug("%s: %s", p->cfg.name, r->name);
 	err = r->fn(p, &c);
-	if (c.has_reply && !err)
-		return send_reply(p, c.hdr.request, c.reply, c.reply_size) == 0;
+	if (c.has_reply && !err) {
+		err = send_reply_fd(p, c.hdr.request, c.reply, c.reply_size, c.reply_fd);
+		close_fd(&c.reply_fd); /* the frontend has its own copy now */
+		return err == 0;
+	}
 	if (want_ack) {
 		uint64_t status = err ? 1 : 0;
 
@@ -980,6 +1217,7 @@ static void port_reset(struct vu_port *p)
 		p->mem = NULL;
 	}
 	gmem_log_unmap(&p->log);
+	inflight_unmap(p);
 	p->features = p->pfeatures = 0;
 	p->features_set = p->owner = false;
 	msg_reset(p);

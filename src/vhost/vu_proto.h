@@ -120,6 +120,17 @@ struct vu_config {
 	uint8_t region[VU_CONFIG_MAX];
 } __attribute__((packed));
 
+/* Inflight description (GET/SET_INFLIGHT_FD). QEMU's struct is not packed: 20 bytes of fields,
+ * 24 with its tail padding, and that is what it sends and expects back. */
+struct vu_inflight {
+	uint64_t mmap_size;
+	uint64_t mmap_offset;
+	uint16_t num_queues;
+	uint16_t queue_size;
+	uint32_t padding;
+} __attribute__((packed));
+#define VU_INFLIGHT_MIN 20
+
 /* Largest payload any request we accept carries. */
 #define VU_MAX_PAYLOAD sizeof(struct vu_config)
 

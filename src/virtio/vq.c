@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -157,6 +158,172 @@ void vq_set_base(struct vq *vq, uint16_t last_avail)
 	vq->signalled_valid = false;
 }
 
+/* ---- inflight tracking (vhost-user "Inflight I/O tracking", split rings) ------------------ */
+
+/* QueueRegionSplit header fields and DescStateSplit entries (byte offsets). */
+#define INFL_VERSION	 8
+#define INFL_DESC_NUM	 10
+#define INFL_LAST_BATCH	 12
+#define INFL_USED_IDX	 14
+#define INFL_HDR	 16
+#define INFL_DESC	 16 /* bytes per DescStateSplit */
+#define INFL_D_INFLIGHT	 0
+#define INFL_D_NEXT	 6
+#define INFL_D_COUNTER	 8
+#define INFL_VERSION_CUR 1
+
+struct infl_ent {
+	uint64_t counter;
+	uint16_t head;
+};
+
+static inline volatile uint8_t *infl_desc(const struct vq_inflight *in, unsigned head)
+{
+	return in->region + INFL_HDR + (size_t)INFL_DESC * (head & (in->num - 1u));
+}
+
+static inline void infl_mark(const struct vq_inflight *in, unsigned head, uint8_t v)
+{
+	/* release: a set flag is never seen before the counter written ahead of it (and a clear
+	 * one never before the used index that made it so); pairs with the acquire load of the
+	 * flag in vq_set_inflight, run by a later device (another process after a crash). */
+	__atomic_store_n(infl_desc(in, head) + INFL_D_INFLIGHT, v, __ATOMIC_RELEASE);
+}
+
+size_t vq_inflight_size(uint16_t num)
+{
+	return ((size_t)INFL_HDR + (size_t)INFL_DESC * num + 63) & ~(size_t)63;
+}
+
+void vq_inflight_free(struct vq_inflight *in)
+{
+	free(in->resubmit);
+	free(in->popped);
+	free(in->batch);
+	free(in->scratch);
+	memset(in, 0, sizeof(*in));
+}
+
+int vq_inflight_init(struct vq_inflight *in, volatile void *region, uint16_t num)
+{
+	memset(in, 0, sizeof(*in));
+	if (!is_pow2(num) || num > VQ_MAX_SIZE)
+		return -EINVAL;
+	in->region = region;
+	in->num = num;
+	in->counter = 1;
+	in->resubmit = calloc(num, sizeof(*in->resubmit));
+	in->popped = calloc(num, sizeof(*in->popped));
+	in->batch = calloc(num, sizeof(*in->batch));
+	in->scratch = calloc(num, sizeof(struct infl_ent));
+	if (!in->resubmit || !in->popped || !in->batch || !in->scratch) {
+		vq_inflight_free(in);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int infl_cmp(const void *a, const void *b)
+{
+	const struct infl_ent *x = a, *y = b;
+
+	return x->counter < y->counter ? -1 : x->counter > y->counter;
+}
+
+/* vhost-user inflight, "When reconnecting" step 1: the previous device may have died between
+ * publishing a used batch and clearing its flags. The batch is as long as the used index moved
+ * past the region's copy; its heads are a list from last_batch_head through next. */
+static void infl_settle_batch(struct vq *vq, struct vq_inflight *in)
+{
+	volatile uint8_t *r = in->region;
+	uint16_t used = vq->used_idx, seen = ld16(r + INFL_USED_IDX, __ATOMIC_ACQUIRE);
+	uint16_t n = (uint16_t)(used - seen), i = ld16(r + INFL_LAST_BATCH, __ATOMIC_RELAXED);
+
+	if (!n)
+		return;
+	/* A batch never holds more than the queue (each head once); the list is the frontend's
+	 * memory, so its length and every index are bounded here. */
+	for (unsigned k = 0; k < n && k < in->num && i < in->num; k++) {
+		volatile uint8_t *d = infl_desc(in, i);
+
+		infl_mark(in, i, 0);
+		i = ld16(d + INFL_D_NEXT, __ATOMIC_RELAXED);
+	}
+	st16(r + INFL_USED_IDX, used, __ATOMIC_RELEASE);
+}
+
+int vq_set_inflight(struct vq *vq, struct vq_inflight *in)
+{
+	volatile uint8_t *r = in->region;
+	struct infl_ent *ent = in->scratch;
+	uint16_t version, desc_num;
+	unsigned n = 0;
+
+	vq->infl = NULL;
+	if (!vq->ready || !r || in->num != vq->num)
+		return -EINVAL;
+	version = ld16(r + INFL_VERSION, __ATOMIC_ACQUIRE);
+	desc_num = ld16(r + INFL_DESC_NUM, __ATOMIC_RELAXED);
+	if (version == 0) {
+		/* vhost-user inflight: version 0 is an uninitialized area (GET_INFLIGHT_FD gave it
+		 * zeroed); nothing is in flight. desc_num is the queue size. */
+		st16(r + INFL_DESC_NUM, vq->num, __ATOMIC_RELAXED);
+		st16(r + INFL_LAST_BATCH, 0, __ATOMIC_RELAXED);
+		st16(r + INFL_USED_IDX, vq->used_idx, __ATOMIC_RELAXED);
+		st16(r + INFL_VERSION, INFL_VERSION_CUR, __ATOMIC_RELEASE);
+	} else if (version != INFL_VERSION_CUR || desc_num != vq->num) {
+		vt_err(
+		    "%s: inflight area version %u for %u descriptors does not fit this ring of "
+		    "%u (vhost-user inflight: version 1, desc_num is the queue size); not tracked",
+		    vq->name, version, desc_num, vq->num);
+		return -EINVAL;
+	} else {
+		infl_settle_batch(vq, in);
+		/* Step 2: what is still marked in flight was taken and never used. */
+		for (unsigned i = 0; i < vq->num; i++) {
+			volatile uint8_t *d = infl_desc(in, i);
+
+			if (!__atomic_load_n(d + INFL_D_INFLIGHT, __ATOMIC_ACQUIRE))
+				continue;
+			ent[n].head = (uint16_t)i;
+			ent[n].counter = le64toh(__atomic_load_n(
+			    (volatile uint64_t *)(d + INFL_D_COUNTER), __ATOMIC_RELAXED));
+			n++;
+		}
+		/* ...handed out again in the order they were first taken. */
+		qsort(ent, n, sizeof(*ent), infl_cmp);
+		for (unsigned k = 0; k < n; k++) {
+			in->resubmit[k] = ent[k].head;
+			if (ent[k].counter >= in->counter)
+				in->counter = ent[k].counter + 1;
+		}
+	}
+	in->nresubmit = n;
+	in->resubmit_at = 0;
+	in->npopped = 0;
+	in->nbatch = 0;
+	in->last_batch_head = ld16(r + INFL_LAST_BATCH, __ATOMIC_RELAXED);
+	/* Every chain the driver made available before this point was either used (used index) or
+	 * is in flight: the next one to take from the avail ring comes after both. */
+	vq->last_avail = vq->avail_shadow = (uint16_t)(vq->used_idx + n);
+	vq->infl = in;
+	return (int)n;
+}
+
+/* A chain was taken: from the avail ring (mark it, with its fetch order) or the resubmit list
+ * (marked already). Remembered so that vq_discard can give it back. */
+static void infl_take(struct vq *vq, uint16_t head, bool resub)
+{
+	struct vq_inflight *in = vq->infl;
+
+	if (!resub) {
+		__atomic_store_n((volatile uint64_t *)(infl_desc(in, head) + INFL_D_COUNTER),
+				 htole64(in->counter++), __ATOMIC_RELAXED);
+		infl_mark(in, head, 1);
+	}
+	in->popped[in->npopped++ & (in->num - 1u)] = (uint16_t)(head | (resub ? VQ_INFL_RESUB : 0));
+}
+
 uint16_t vq_stop(struct vq *vq)
 {
 	vq->ready = false;
@@ -189,7 +356,11 @@ unsigned vq_avail_count(struct vq *vq)
 	if (vq->broken || !vq->ready)
 		return 0;
 	n = avail_refresh(vq);
-	return n < 0 ? 0 : (unsigned)n;
+	if (n < 0)
+		return 0;
+	if (vq->infl)
+		n += (int)(vq->infl->nresubmit - vq->infl->resubmit_at);
+	return (unsigned)n;
 }
 
 /* Walk state of one chain, kept apart from the queue until the chain is accepted. */
@@ -359,6 +530,23 @@ static int walk_chain(struct vq *vq, uint16_t head, struct vq_chain *c, struct i
 	}
 }
 
+/* Pop the next chain still in flight from a previous device. */
+static int infl_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_iov)
+{
+	struct vq_inflight *in = vq->infl;
+	uint16_t head = in->resubmit[in->resubmit_at];
+	int err;
+
+	*c = (struct vq_chain){.head = head, .iov = iov};
+	err = walk_chain(vq, head, c, iov, max_iov);
+	if (err)
+		return err;
+	in->resubmit_at++;
+	infl_take(vq, head, true);
+	vq->stats.chains++;
+	return 1;
+}
+
 int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_iov)
 {
 	uint16_t head;
@@ -368,6 +556,8 @@ int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_io
 		return vq->broken ? -EIO : 0;
 	if (max_iov > VQ_MAX_IOV) /* the per-chain segment bound holds whatever the caller has */
 		max_iov = VQ_MAX_IOV;
+	if (vq->infl && vq->infl->resubmit_at < vq->infl->nresubmit)
+		return infl_pop(vq, c, iov, max_iov);
 	if (vq->last_avail == vq->avail_shadow) {
 		err = avail_refresh(vq);
 		if (err <= 0)
@@ -384,15 +574,64 @@ int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_io
 	err = walk_chain(vq, head, c, iov, max_iov);
 	if (err)
 		return err;
+	if (vq->infl)
+		infl_take(vq, head, false);
 	vq->last_avail++;
 	vq->stats.chains++;
 	return 1;
 }
 
+/* Inflight: undo the last n takes, newest first. A chain from the avail ring is unmarked and
+ * its slot taken again later; one from the resubmit list goes back on it. */
+static void infl_discard(struct vq *vq, unsigned n)
+{
+	struct vq_inflight *in = vq->infl;
+
+	for (unsigned k = 0; k < n && in->npopped; k++) {
+		uint16_t h = in->popped[--in->npopped & (in->num - 1u)];
+
+		if (h & VQ_INFL_RESUB) {
+			in->resubmit_at--;
+		} else {
+			infl_mark(in, h, 0);
+			vq->last_avail--;
+		}
+	}
+}
+
 void vq_discard(struct vq *vq, unsigned n)
 {
-	vq->last_avail = (uint16_t)(vq->last_avail - n);
+	if (vq->infl)
+		infl_discard(vq, n);
+	else
+		vq->last_avail = (uint16_t)(vq->last_avail - n);
 	vq->stats.chains -= n;
+}
+
+/* Inflight, "When supplying used buffers": chain the head into the batch list (desc[i].next =
+ * last_batch_head, last_batch_head = i) before the used index can publish it. */
+static void infl_push(struct vq *vq, uint16_t head)
+{
+	struct vq_inflight *in = vq->infl;
+
+	if (in->nbatch == in->num)
+		vq_flush(vq); /* a batch holds each head at most once; settle this one first */
+	st16(infl_desc(in, head) + INFL_D_NEXT, in->last_batch_head, __ATOMIC_RELAXED);
+	in->last_batch_head = head & (in->num - 1u);
+	st16(in->region + INFL_LAST_BATCH, in->last_batch_head, __ATOMIC_RELAXED);
+	in->batch[in->nbatch++] = head;
+}
+
+/* ...and once the used index is out: clear the batch's flags, then record that index. */
+static void infl_flush(struct vq *vq)
+{
+	struct vq_inflight *in = vq->infl;
+
+	for (unsigned k = 0; k < in->nbatch; k++)
+		infl_mark(in, in->batch[k], 0);
+	in->nbatch = 0;
+	/* release: after the cleared flags; pairs with the acquire in infl_settle_batch. */
+	st16(in->region + INFL_USED_IDX, vq->used_idx, __ATOMIC_RELEASE);
 }
 
 void vq_push(struct vq *vq, uint16_t head, uint32_t len)
@@ -402,6 +641,8 @@ void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 
 	if (vq->broken)
 		return;
+	if (vq->infl)
+		infl_push(vq, head);
 	st32(e, head);
 	st32(e + 4, len);
 	log_used(vq, off, 8);
@@ -416,6 +657,8 @@ void vq_flush(struct vq *vq)
 	 * driver's read barrier after it loads used->idx. */
 	st16(vq->used + 2, vq->used_idx, __ATOMIC_RELEASE);
 	log_used(vq, 2, 2);
+	if (vq->infl && vq->infl->nbatch)
+		infl_flush(vq);
 }
 
 static bool need_notify(struct vq *vq)

@@ -59,7 +59,8 @@ vt_check "virtap got a dirty log for the source port" vt_wait_for "$WORK/virtap.
 vt_check "the source turned LOG_ALL on (features with bit 26)" \
   grep -q "a: SET_LOG_BASE" "$WORK/virtap.log"
 vt_stop "$SRC_PID" 2>/dev/null || kill -9 "$SRC_PID"
-vt_check "destination runs the guest" bash -c "qmp '$WORK/qmp-dst.sock' query-status | grep -q running"
+dst_running() { qmp "$WORK/qmp-dst.sock" query-status | grep -q '"running"'; }
+vt_check "destination runs the guest" dst_running
 sleep 1
 vt_check "host reaches the guest through the destination" \
   ip netns exec "$NS" ping -c 3 -W 3 -q 10.77.0.2
