@@ -227,7 +227,6 @@ static void test_messages(void)
 	CHECK(set_inflight(s, mfd, 4096, ~0ull - 100, 1, 64) == 1); /* wraps */
 	CHECK(set_inflight(s, mfd, 1088, 4, 1, 64) == 1);	    /* misaligned */
 	CHECK(set_inflight(s, mfd, 1088, 0, 1, 64) == 0);	    /* exactly enough */
-	/* A short payload or a missing fd drops the connection (the table's rule). */
 	close(mfd);
 	/* Every fd that came with those messages was closed (one area stays mapped, no fd). */
 	CHECK(settle_nfds(fds0) == fds0);
@@ -247,6 +246,7 @@ static void test_messages(void)
 	CHECK(zero);
 	munmap(p, in.mmap_size);
 	close(fd);
+	/* A payload shorter than the inflight description drops the connection (the table). */
 	CHECK(vufe_send_msg(s, VU_GET_INFLIGHT_FD, VU_VERSION, &in, 12, NULL, 0) == 0);
 	CHECK(vufe_peer_closed(s, VUFE_WAIT_MS));
 	close(s);
