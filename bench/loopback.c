@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "fakeguest.h"
 #include "netns.h"
 #include "virtap/tap.h"
@@ -96,14 +97,6 @@ struct result {
 	double mpps, gbps;
 	uint64_t pkts;
 };
-
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 /* ---- the namespace side ------------------------------------------------------------------ */
 

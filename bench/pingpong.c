@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common.h"
+
 #define MAX_BATCHES 32
 
 struct shared {
@@ -27,30 +29,13 @@ struct shared {
 	double ns[MAX_BATCHES];
 };
 
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
-static int pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
 /* B: answer every odd value with the next even one. */
 static void *side_b(void *arg)
 {
 	struct shared *s = arg;
 	unsigned long total = s->rounds * s->batches, v = 1;
 
-	if (pin(s->cpu_b)) {
+	if (pin_thread(s->cpu_b)) {
 		fprintf(stderr, "vt_pingpong: cannot pin to CPU %d\n", s->cpu_b);
 		exit(1);
 	}
@@ -132,7 +117,7 @@ int main(int argc, char **argv)
 			goto bad;
 		}
 	}
-	if (pin(s.cpu_a)) {
+	if (pin_thread(s.cpu_a)) {
 		fprintf(stderr, "vt_pingpong: cannot pin to CPU %d\n", s.cpu_a);
 		return 1;
 	}

@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define TAP_NAME  "vtceil0"
 #define TAP_MTU	  9000
 #define TAP_QLEN  2048
@@ -65,23 +67,6 @@ struct run {
 	unsigned read_batch;	      /* read: frames per batch (--batch) */
 	uint8_t frame[HDR_LEN + MAX_FRAME];
 };
-
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
-static int pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
 
 static int write_file(const char *path, const char *s)
 {
@@ -212,7 +197,7 @@ static void *write_thread(void *arg)
 	size_t len = HDR_LEN + r->size;
 	uint64_t frames = 0, bytes = 0;
 
-	if (pin(r->cpu_io))
+	if (pin_thread(r->cpu_io))
 		fprintf(stderr, "vt_tap_ceiling: cannot pin to CPU %d\n", r->cpu_io);
 	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
 		ssize_t n = write(r->tap_fd, r->frame, len);
@@ -238,7 +223,7 @@ static void *read_thread(void *arg)
 	uint64_t frames = 0, bytes = 0, ns = 0, lost = 0;
 	unsigned seen = 0;
 
-	if (pin(r->cpu_io))
+	if (pin_thread(r->cpu_io))
 		fprintf(stderr, "vt_tap_ceiling: cannot pin to CPU %d\n", r->cpu_io);
 	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
 		unsigned go = atomic_load_explicit(&r->go, memory_order_acquire);
@@ -324,18 +309,6 @@ static void gen_loop(struct run *r, long long t_end)
 	}
 }
 
-static void wait_until(long long t)
-{
-	long long left;
-
-	while ((left = t - now_ns()) > 0) {
-		struct timespec ts = {.tv_sec = left / 1000000000ll,
-				      .tv_nsec = left % 1000000000ll};
-
-		nanosleep(&ts, NULL);
-	}
-}
-
 struct result {
 	double mpps, gbps, read_pct;
 	uint64_t frames, kernel_frames, lost;
@@ -360,7 +333,7 @@ static int measure(struct run *r, double warmup, double secs, struct result *res
 		return -err;
 	if (r->mode == MODE_READ) {
 		/* The generator runs here, pinned to the other CPU, for the whole run. */
-		pin(r->cpu_gen);
+		pin_thread(r->cpu_gen);
 		gen_loop(r, t_meas);
 	} else {
 		wait_until(t_meas);
