@@ -32,15 +32,20 @@ struct gmem_region {
 	unsigned perm; /* GMEM_READ | GMEM_WRITE */
 };
 
+struct gmem_guard_owner;
+
 struct gmem {
+	struct gmem_guard_owner *owner; /* told of SIGBUS in our mappings (gmem_guard.h), or NULL */
 	unsigned nregions;
 	struct gmem_region regions[GMEM_MAX_REGIONS]; /* sorted by gpa, non-overlapping */
 };
 
+/* An empty map; set owner afterwards to have its fd mappings report SIGBUS to it. */
 void gmem_init(struct gmem *gm);
-/* Map [offset, offset + size) of fd (shared) as guest range [gpa, gpa + size). Takes ownership of
- * fd on success only. -EINVAL on overlap, wrap, zero size or a range past the end of a regular
- * file (its pages would SIGBUS), -ENOSPC when full, -errno of mmap. */
+/* Map [offset, offset + size) of fd (shared) as guest range [gpa, gpa + size), guarded against
+ * SIGBUS (gmem_guard.h) on behalf of gm->owner. Takes ownership of fd on success only. -EINVAL
+ * on overlap, wrap, zero size or a range past the end of a regular file (its pages would
+ * SIGBUS), -ENOSPC when full (or the guard's table is), -errno of mmap. */
 int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int fd,
 		uint64_t offset);
 /* Add a range the caller already mapped (an embedding VMM, or the test driver). Not unmapped. */
@@ -100,11 +105,14 @@ struct gmem_log {
 	uint64_t size; /* bytes of bitmap */
 	void *map_base;
 	size_t map_len;
-	uint64_t dropped; /* marks that fell outside the bitmap */
+	uint64_t dropped;		/* marks that fell outside the bitmap */
+	struct gmem_guard_owner *owner; /* set before gmem_log_map: told of SIGBUS in the log */
 };
 
-/* Map size bytes of fd at offset as the log (takes fd on success); -EINVAL, -errno. */
+/* Map size bytes of fd at offset as the log, guarded against SIGBUS on behalf of log->owner
+ * (takes fd on success); -EINVAL, -ENOSPC, -errno. */
 int gmem_log_map(struct gmem_log *log, int fd, uint64_t size, uint64_t offset);
+/* Unmap the log; owner is kept. */
 void gmem_log_unmap(struct gmem_log *log);
 void gmem_log_mark(struct gmem_log *log, uint64_t gpa, uint64_t len);
 /* Mark the guest pages behind the first len bytes of iov (host addresses in gm's regions). */

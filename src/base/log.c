@@ -66,16 +66,43 @@ int vt_log_parse_level(const char *s)
 	return -EINVAL;
 }
 
+bool vt_ratelimit(struct vt_ratelimit *rl, unsigned burst, unsigned interval_ms, unsigned *missed)
+{
+	struct timespec ts;
+	long long now;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (!rl->start_ms || now - rl->start_ms >= interval_ms) {
+		rl->start_ms = now ? now : 1;
+		rl->n = 0;
+	}
+	if (rl->n >= burst) {
+		rl->missed++;
+		return false;
+	}
+	rl->n++;
+	*missed = rl->missed;
+	rl->missed = 0;
+	return true;
+}
+
 void vt_log(int level, const char *fmt, ...)
 {
-	char msg[512];
 	va_list ap;
+
+	va_start(ap, fmt);
+	vt_vlog(level, fmt, ap);
+	va_end(ap);
+}
+
+void vt_vlog(int level, const char *fmt, va_list ap)
+{
+	char msg[512];
 
 	if (level > vt_log_get_level())
 		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	pthread_mutex_lock(&log_lock);
 	if (log_sink)
 		log_sink(log_ctx, level, msg);

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "virtap/evl.h"
+#include "virtap/gmem_guard.h"
 #include "virtap/log.h"
 #include "virtap/vu.h"
 
@@ -150,6 +151,14 @@ int main(int argc, char **argv)
 	if (r)
 		return r > 0 ? 0 : 2;
 	vt_log_set_level(cfg.log_level);
+	/* A frontend that shrinks memory it shares with us breaks its own port, not the daemon. */
+	r = gmem_guard_install();
+	if (r)
+		vt_warn("SIGBUS guard not installed (%s): a frontend that truncates its shared "
+			"memory can stop the daemon",
+			r == -EBUSY ? "another handler keeps SIGBUS, e.g. a sanitizer with "
+				      "allow_user_segv_handler=0"
+				    : strerror(-r));
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);

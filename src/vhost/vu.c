@@ -5,16 +5,21 @@
  * can reach the socket). Every message is size-, fd- and range-checked against a table before a
  * handler sees it; handlers check values (ring indices, queue sizes, addresses inside the memory
  * map). A bad message fails that message (REPLY_ACK) or drops this connection; it never touches
- * another port. Ring state changes are applied with the ring's queue pair detached from its
- * worker, so the datapath never sees half-updated state and needs no locks.
+ * another port. Floods cost bounded work: a connection is served at most MSG_BUDGET messages per
+ * wake-up, connections beyond the one frontend are closed at once, and what a peer makes us log
+ * is rate-limited per port. A frontend that shrinks a file we mapped for it (SIGBUS) breaks its
+ * own device only (gmem_guard.h). Ring state changes are applied with the ring's queue pair
+ * detached from its worker, so the datapath never sees half-updated state and needs no locks.
  */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,6 +27,7 @@
 #include <unistd.h>
 
 #include "virtap/gmem.h"
+#include "virtap/gmem_guard.h"
 #include "virtap/log.h"
 #include "virtap/membe.h"
 #include "virtap/tap.h"
@@ -31,6 +37,14 @@
 
 #define NRINGS_MAX (2 * VNET_MAX_QUEUE_PAIRS)
 #define F(b)	   (1ull << (b))
+/* Messages handled per wake-up of one connection: a peer that writes as fast as we read must
+ * not keep the control loop (and every other port on it) from running. */
+#define MSG_BUDGET 64
+/* Connections accepted per wake-up of the listening socket, for the same reason. */
+#define ACCEPT_BUDGET 16
+/* Log lines a peer can cause: at most LOG_BURST per LOG_INTERVAL_MS per port, then a count. */
+#define LOG_BURST	20
+#define LOG_INTERVAL_MS 10000
 
 struct vu_vring {
 	uint32_t num;
@@ -51,6 +65,14 @@ struct vu_port {
 	struct evl *loop;
 	int listen_fd, conn_fd;
 	long reconnect_timer;
+	/* SIGBUS in a mapping of this connection's fds (gmem_guard.h): counted by the handler,
+	 * which wakes us through guard_fd. */
+	struct gmem_guard_owner guard;
+	int guard_fd;
+	struct vt_ratelimit err_rl;    /* errors the frontend causes */
+	struct vt_ratelimit conn_rl;   /* connects and disconnects */
+	struct vt_ratelimit refuse_rl; /* refused connections: one line per interval */
+	unsigned long long refused;    /* connections refused while a frontend was being served */
 	bool connect_failed_logged;
 	unsigned nrings;
 	struct tap taps[VNET_MAX_QUEUE_PAIRS];
@@ -103,6 +125,30 @@ struct vu_rule {
 };
 
 static void port_disconnect(struct vu_port *p, const char *why);
+
+/* A log line the frontend caused: rate-limited per port, so a peer flooding bad messages cannot
+ * flood the log; the first line after a quiet spell says how many were left out. */
+static void peer_log(struct vu_port *p, struct vt_ratelimit *rl, int level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void peer_log(struct vu_port *p, struct vt_ratelimit *rl, int level, const char *fmt, ...)
+{
+	unsigned missed;
+	va_list ap;
+
+	if (level > vt_log_get_level() || !vt_ratelimit(rl, LOG_BURST, LOG_INTERVAL_MS, &missed))
+		return;
+	if (missed)
+		vt_log(level, "%s: %u more lines about the frontend left out (over %u in %u s)",
+		       p->cfg.name, missed, LOG_BURST, LOG_INTERVAL_MS / 1000);
+	va_start(ap, fmt);
+	vt_vlog(level, fmt, ap);
+	va_end(ap);
+}
+
+#define peer_err(p, ...)  peer_log((p), &(p)->err_rl, VT_LOG_ERR, __VA_ARGS__)
+#define peer_warn(p, ...) peer_log((p), &(p)->err_rl, VT_LOG_WARN, __VA_ARGS__)
+#define conn_info(p, ...) peer_log((p), &(p)->conn_rl, VT_LOG_INFO, __VA_ARGS__)
 
 void vu_port_config_default(struct vu_port_config *c)
 {
@@ -222,15 +268,16 @@ static void ring_inflight(struct vu_port *p, unsigned idx, struct vq *vq)
 	if (!p->infl_base || idx >= p->infl_nq)
 		return;
 	if (r->num != p->infl_qsize) {
-		vt_warn("%s: ring %u has %u entries, the inflight area is laid out for %u; not "
-			"tracked",
-			p->cfg.name, idx, r->num, p->infl_qsize);
+		peer_warn(p,
+			  "%s: ring %u has %u entries, the inflight area is laid out for %u; not "
+			  "tracked",
+			  p->cfg.name, idx, r->num, p->infl_qsize);
 		return;
 	}
 	if (!in->region &&
 	    vq_inflight_init(in, p->infl_base + idx * vq_inflight_size(p->infl_qsize),
 			     p->infl_qsize)) {
-		vt_err("%s: ring %u: no memory for inflight tracking", p->cfg.name, idx);
+		peer_err(p, "%s: ring %u: no memory for inflight tracking", p->cfg.name, idx);
 		return;
 	}
 	n = vq_set_inflight(vq, in);
@@ -258,8 +305,8 @@ static void ring_setup(struct vu_port *p, unsigned idx, struct vq *vq)
 	if (gmem_uva_to_gpa(p->mem, r->addr.desc_user_addr, 16ull * r->num, &d) ||
 	    gmem_uva_to_gpa(p->mem, r->addr.avail_user_addr, 6 + 2ull * r->num, &a) ||
 	    gmem_uva_to_gpa(p->mem, r->addr.used_user_addr, 6 + 8ull * r->num, &u)) {
-		vt_err("%s: ring %u addresses are outside the memory table; ring not started",
-		       p->cfg.name, idx);
+		peer_err(p, "%s: ring %u addresses are outside the memory table; ring not started",
+			 p->cfg.name, idx);
 		return;
 	}
 	snprintf(name, sizeof(name), "%.10s:%s%u", p->cfg.name, idx & 1 ? "tx" : "rx", idx / 2);
@@ -298,15 +345,15 @@ static void qp_attach(struct vu_port *p, unsigned i)
 	if (p->wrk_of[i])
 		return;
 	if (vnet_qp_set_features(qp, p->features))
-		vt_warn("%s: queue pair %u: backend refused the negotiated offloads", p->cfg.name,
-			i);
+		peer_warn(p, "%s: queue pair %u: backend refused the negotiated offloads",
+			  p->cfg.name, i);
 	ring_setup(p, 2 * i, &qp->rx);
 	ring_setup(p, 2 * i + 1, &qp->tx);
 	if (!p->vr[2 * i].running && !p->vr[2 * i + 1].running)
 		return;
 	w = worker_for(p, i);
 	if (!w || wrk_add(w, qp)) {
-		vt_err("%s: queue pair %u: no worker to serve it", p->cfg.name, i);
+		peer_err(p, "%s: queue pair %u: no worker to serve it", p->cfg.name, i);
 		p->vr[2 * i].running = p->vr[2 * i + 1].running = false;
 		return;
 	}
@@ -318,7 +365,8 @@ static void qp_attach(struct vu_port *p, unsigned i)
 
 		if (p->vr[k].resubmit && p->vr[k].kick_fd >= 0 &&
 		    write(p->vr[k].kick_fd, &one, sizeof(one)) < 0)
-			vt_warn("%s: ring %u: cannot kick it: %s", p->cfg.name, k, strerror(errno));
+			peer_warn(p, "%s: ring %u: cannot kick it: %s", p->cfg.name, k,
+				  strerror(errno));
 	}
 }
 
@@ -356,8 +404,8 @@ static void reply_u64(struct vu_ctx *c, uint64_t v)
 static int ring_index(struct vu_port *p, uint32_t idx)
 {
 	if (idx >= p->nrings) {
-		vt_err("%s: ring index %u out of range (port has %u rings)", p->cfg.name, idx,
-		       p->nrings);
+		peer_err(p, "%s: ring index %u out of range (port has %u rings)", p->cfg.name, idx,
+			 p->nrings);
 		return -EINVAL;
 	}
 	return (int)idx;
@@ -369,15 +417,29 @@ static int h_get_features(struct vu_port *p, struct vu_ctx *c)
 	return 0;
 }
 
-static int h_set_features(struct vu_port *p, struct vu_ctx *c)
+/*
+ * vhost-user: the frontend acks a subset of what GET_FEATURES / GET_PROTOCOL_FEATURES offered
+ * (VIRTIO 1.2, 2.2.1: "The driver MUST NOT accept a feature which the device did not offer").
+ */
+static int acked_subset(struct vu_port *p, const char *what, uint64_t acked, uint64_t offered)
 {
-	uint64_t f = get_u64(c), extra = f & ~offered_features(p);
+	uint64_t extra = acked & ~offered;
 
 	if (extra) {
-		vt_err("%s: frontend acked features we never offered: %#llx", p->cfg.name,
-		       (unsigned long long)extra);
+		peer_err(p, "%s: frontend acked %sfeatures we never offered: %#llx", p->cfg.name,
+			 what, (unsigned long long)extra);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+static int h_set_features(struct vu_port *p, struct vu_ctx *c)
+{
+	uint64_t f = get_u64(c);
+	int err = acked_subset(p, "", f, offered_features(p));
+
+	if (err)
+		return err;
 	all_detach(p);
 	p->features = f;
 	p->features_set = true;
@@ -421,15 +483,16 @@ static int h_reset_owner(struct vu_port *p, struct vu_ctx *c)
 	return 0;
 }
 
-static int mem_add(struct gmem *gm, const struct vu_mem_region *r, int *fd, const char *port)
+static int mem_add(struct vu_port *p, struct gmem *gm, const struct vu_mem_region *r, int *fd)
 {
 	int err = gmem_add_fd(gm, r->guest_phys_addr, r->memory_size, r->userspace_addr, *fd,
 			      r->mmap_offset);
 
 	if (err) {
-		vt_err("%s: memory region gpa %#llx size %#llx offset %#llx rejected: %s", port,
-		       (unsigned long long)r->guest_phys_addr, (unsigned long long)r->memory_size,
-		       (unsigned long long)r->mmap_offset, strerror(-err));
+		peer_err(p, "%s: memory region gpa %#llx size %#llx offset %#llx rejected: %s",
+			 p->cfg.name, (unsigned long long)r->guest_phys_addr,
+			 (unsigned long long)r->memory_size, (unsigned long long)r->mmap_offset,
+			 strerror(-err));
 		return err;
 	}
 	*fd = -1; /* the map owns it now */
@@ -445,16 +508,18 @@ static int h_set_mem_table(struct vu_port *p, struct vu_ctx *c)
 	memcpy(&t, c->payload, c->hdr.size);
 	if (t.nregions == 0 || t.nregions > VU_MAX_MEM_REGIONS ||
 	    c->hdr.size != 8 + t.nregions * sizeof(struct vu_mem_region) || c->nfds != t.nregions) {
-		vt_err("%s: SET_MEM_TABLE with %u regions, %u bytes and %u fds is inconsistent",
-		       p->cfg.name, t.nregions, c->hdr.size, c->nfds);
+		peer_err(p,
+			 "%s: SET_MEM_TABLE with %u regions, %u bytes and %u fds is inconsistent",
+			 p->cfg.name, t.nregions, c->hdr.size, c->nfds);
 		return -EINVAL;
 	}
 	gm = calloc(1, sizeof(*gm));
 	if (!gm)
 		return -ENOMEM;
 	gmem_init(gm);
+	gm->owner = &p->guard;
 	for (unsigned i = 0; i < t.nregions && !err; i++)
-		err = mem_add(gm, &t.regions[i], &c->fds[i], p->cfg.name);
+		err = mem_add(p, gm, &t.regions[i], &c->fds[i]);
 	if (err) {
 		gmem_clear(gm);
 		free(gm);
@@ -506,9 +571,10 @@ static int h_add_mem_reg(struct vu_port *p, struct vu_ctx *c)
 		if (!p->mem)
 			return -ENOMEM;
 		gmem_init(p->mem);
+		p->mem->owner = &p->guard;
 	}
 	all_detach(p);
-	err = mem_add(p->mem, &m.region, &c->fds[0], p->cfg.name);
+	err = mem_add(p, p->mem, &m.region, &c->fds[0]);
 	all_attach(p);
 	return err;
 }
@@ -532,20 +598,20 @@ static int h_rem_mem_reg(struct vu_port *p, struct vu_ctx *c)
 
 static int h_set_log_base(struct vu_port *p, struct vu_ctx *c)
 {
-	struct gmem_log log = {0};
+	struct gmem_log log = {.owner = &p->guard};
 	uint64_t v[2];
 	int err;
 
 	memcpy(v, c->payload, sizeof(v));
 	if (!(p->pfeatures & F(VU_PF_LOG_SHMFD))) {
-		vt_err("%s: SET_LOG_BASE without LOG_SHMFD negotiated", p->cfg.name);
+		peer_err(p, "%s: SET_LOG_BASE without LOG_SHMFD negotiated", p->cfg.name);
 		return -EINVAL;
 	}
 	err = gmem_log_map(&log, c->fds[0], le64toh(v[0]), le64toh(v[1]));
 	if (err) {
-		vt_err("%s: dirty log of %llu bytes at offset %llu rejected: %s", p->cfg.name,
-		       (unsigned long long)le64toh(v[0]), (unsigned long long)le64toh(v[1]),
-		       strerror(-err));
+		peer_err(p, "%s: dirty log of %llu bytes at offset %llu rejected: %s", p->cfg.name,
+			 (unsigned long long)le64toh(v[0]), (unsigned long long)le64toh(v[1]),
+			 strerror(-err));
 		return err;
 	}
 	c->fds[0] = -1;
@@ -577,8 +643,10 @@ static void inflight_unmap(struct vu_port *p)
 {
 	for (unsigned i = 0; i < NRINGS_MAX; i++)
 		vq_inflight_free(&p->infl[i]);
-	if (p->infl_map)
+	if (p->infl_map) {
+		gmem_guard_remove(p->infl_map);
 		munmap(p->infl_map, p->infl_map_len);
+	}
 	p->infl_map = NULL;
 	p->infl_base = NULL;
 	p->infl_map_len = 0;
@@ -607,18 +675,20 @@ static int inflight_layout(struct vu_port *p, const struct vu_ctx *c, struct vu_
 	memcpy(in, c->payload, c->hdr.size);
 	/* vhost-user: GET/SET_INFLIGHT_FD only once INFLIGHT_SHMFD is negotiated. */
 	if (!(p->pfeatures & F(VU_PF_INFLIGHT_SHMFD))) {
-		vt_err("%s: %s without INFLIGHT_SHMFD negotiated", p->cfg.name,
-		       c->hdr.request == VU_GET_INFLIGHT_FD ? "GET_INFLIGHT_FD"
-							    : "SET_INFLIGHT_FD");
+		peer_err(p, "%s: %s without INFLIGHT_SHMFD negotiated", p->cfg.name,
+			 c->hdr.request == VU_GET_INFLIGHT_FD ? "GET_INFLIGHT_FD"
+							      : "SET_INFLIGHT_FD");
 		return -EINVAL;
 	}
 	/* One queue region per virtqueue, each for split queues of queue_size entries: a power
 	 * of two of at most 32768 (VIRTIO 1.2 2.7); no more queues than a port can have. */
 	if (!in->num_queues || in->num_queues > NRINGS_MAX || !in->queue_size ||
 	    (in->queue_size & (in->queue_size - 1)) || in->queue_size > VQ_MAX_SIZE) {
-		vt_err("%s: inflight area for %u queues of %u entries: want 1-%u queues of a power "
-		       "of two <= %u entries",
-		       p->cfg.name, in->num_queues, in->queue_size, NRINGS_MAX, VQ_MAX_SIZE);
+		peer_err(
+		    p,
+		    "%s: inflight area for %u queues of %u entries: want 1-%u queues of a power "
+		    "of two <= %u entries",
+		    p->cfg.name, in->num_queues, in->queue_size, NRINGS_MAX, VQ_MAX_SIZE);
 		return -EINVAL;
 	}
 	*need = in->num_queues * vq_inflight_size(in->queue_size);
@@ -682,11 +752,12 @@ static int h_set_inflight_fd(struct vu_port *p, struct vu_ctx *c)
 	if (in.mmap_size < need || in.mmap_offset > UINT64_MAX - in.mmap_size ||
 	    (in.mmap_offset & 7) || fstat(c->fds[0], &st) < 0 ||
 	    (uint64_t)st.st_size < in.mmap_offset + need) {
-		vt_err("%s: inflight area of %llu bytes at offset %llu (file %lld bytes) cannot "
-		       "hold %u queue regions of %zu bytes",
-		       p->cfg.name, (unsigned long long)in.mmap_size,
-		       (unsigned long long)in.mmap_offset, (long long)st.st_size, in.num_queues,
-		       vq_inflight_size(in.queue_size));
+		peer_err(p,
+			 "%s: inflight area of %llu bytes at offset %llu (file %lld bytes) cannot "
+			 "hold %u queue regions of %zu bytes",
+			 p->cfg.name, (unsigned long long)in.mmap_size,
+			 (unsigned long long)in.mmap_offset, (long long)st.st_size, in.num_queues,
+			 vq_inflight_size(in.queue_size));
 		return -EINVAL;
 	}
 	off = in.mmap_offset & ~(uint64_t)(page - 1);
@@ -694,7 +765,13 @@ static int h_set_inflight_fd(struct vu_port *p, struct vu_ctx *c)
 	map = mmap(NULL, need + at, PROT_READ | PROT_WRITE, MAP_SHARED, c->fds[0], (off_t)off);
 	if (map == MAP_FAILED) {
 		err = -errno;
-		vt_err("%s: cannot map the inflight area: %s", p->cfg.name, strerror(-err));
+		peer_err(p, "%s: cannot map the inflight area: %s", p->cfg.name, strerror(-err));
+		return err;
+	}
+	/* The frontend's file, maybe not sealed: shrinking it must break this device only. */
+	err = gmem_guard_add(map, need + at, c->fds[0], &p->guard);
+	if (err) {
+		munmap(map, need + at);
 		return err;
 	}
 	inflight_install(p, map, need + at, at, in.num_queues, in.queue_size);
@@ -703,8 +780,8 @@ static int h_set_inflight_fd(struct vu_port *p, struct vu_ctx *c)
 
 static int h_not_supported(struct vu_port *p, struct vu_ctx *c)
 {
-	vt_warn("%s: request %u is not supported (feature not offered)", p->cfg.name,
-		c->hdr.request);
+	peer_warn(p, "%s: request %u is not supported (feature not offered)", p->cfg.name,
+		  c->hdr.request);
 	return -ENOTSUP;
 }
 
@@ -719,12 +796,12 @@ static int h_set_vring_num(struct vu_port *p, struct vu_ctx *c)
 		return i;
 	/* VIRTIO 1.2 2.7: a split queue's size is a power of two, at most 32768. */
 	if (!s.num || (s.num & (s.num - 1)) || s.num > VQ_MAX_SIZE) {
-		vt_err("%s: ring %d size %u is not a power of two <= %u", p->cfg.name, i, s.num,
-		       VQ_MAX_SIZE);
+		peer_err(p, "%s: ring %d size %u is not a power of two <= %u", p->cfg.name, i,
+			 s.num, VQ_MAX_SIZE);
 		return -EINVAL;
 	}
 	if (p->vr[i].started) {
-		vt_err("%s: ring %d resized while started", p->cfg.name, i);
+		peer_err(p, "%s: ring %d resized while started", p->cfg.name, i);
 		return -EBUSY;
 	}
 	p->vr[i].num = s.num;
@@ -744,7 +821,7 @@ static int h_set_vring_addr(struct vu_port *p, struct vu_ctx *c)
 		return i;
 	r = &p->vr[i];
 	if (a.flags & ~1u) {
-		vt_err("%s: ring %d address flags %#x unknown", p->cfg.name, i, a.flags);
+		peer_err(p, "%s: ring %d address flags %#x unknown", p->cfg.name, i, a.flags);
 		return -EINVAL;
 	}
 	/* The rings must lie inside the memory table we have (when we know both). */
@@ -752,10 +829,12 @@ static int h_set_vring_addr(struct vu_port *p, struct vu_ctx *c)
 	    (gmem_uva_to_gpa(p->mem, a.desc_user_addr, 16ull * r->num, &gpa) ||
 	     gmem_uva_to_gpa(p->mem, a.avail_user_addr, 6 + 2ull * r->num, &gpa) ||
 	     gmem_uva_to_gpa(p->mem, a.used_user_addr, 6 + 8ull * r->num, &gpa))) {
-		vt_err("%s: ring %d addresses desc %#llx avail %#llx used %#llx are outside the "
-		       "memory table",
-		       p->cfg.name, i, (unsigned long long)a.desc_user_addr,
-		       (unsigned long long)a.avail_user_addr, (unsigned long long)a.used_user_addr);
+		peer_err(p,
+			 "%s: ring %d addresses desc %#llx avail %#llx used %#llx are outside the "
+			 "memory table",
+			 p->cfg.name, i, (unsigned long long)a.desc_user_addr,
+			 (unsigned long long)a.avail_user_addr,
+			 (unsigned long long)a.used_user_addr);
 		return -EFAULT;
 	}
 	qp_detach(p, (unsigned)i / 2);
@@ -775,12 +854,12 @@ static int h_set_vring_base(struct vu_port *p, struct vu_ctx *c)
 	if (i < 0)
 		return i;
 	if (s.num > 0xffff) {
-		vt_err("%s: ring %d base %u does not fit a split ring index", p->cfg.name, i,
-		       s.num);
+		peer_err(p, "%s: ring %d base %u does not fit a split ring index", p->cfg.name, i,
+			 s.num);
 		return -EINVAL;
 	}
 	if (p->vr[i].started) {
-		vt_err("%s: ring %d base set while started", p->cfg.name, i);
+		peer_err(p, "%s: ring %d base set while started", p->cfg.name, i);
 		return -EBUSY;
 	}
 	p->vr[i].base = (uint16_t)s.num;
@@ -820,16 +899,16 @@ static int vring_fd(struct vu_port *p, struct vu_ctx *c, int *idx, int *fd)
 	bool nofd = v & VU_VRING_NOFD;
 
 	if (v & ~(VU_VRING_IDX_MASK | VU_VRING_NOFD)) {
-		vt_err("%s: vring fd message with unknown bits %#llx", p->cfg.name,
-		       (unsigned long long)v);
+		peer_err(p, "%s: vring fd message with unknown bits %#llx", p->cfg.name,
+			 (unsigned long long)v);
 		return -EINVAL;
 	}
 	*idx = ring_index(p, (uint32_t)(v & VU_VRING_IDX_MASK));
 	if (*idx < 0)
 		return *idx;
 	if (nofd != (c->nfds == 0)) {
-		vt_err("%s: vring fd message says %s but carries %u fds", p->cfg.name,
-		       nofd ? "no fd" : "an fd", c->nfds);
+		peer_err(p, "%s: vring fd message says %s but carries %u fds", p->cfg.name,
+			 nofd ? "no fd" : "an fd", c->nfds);
 		return -EINVAL;
 	}
 	*fd = nofd ? -1 : c->fds[0];
@@ -852,8 +931,8 @@ static int h_set_vring_kick(struct vu_port *p, struct vu_ctx *c)
 	if (fd >= 0)
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	else
-		vt_warn("%s: ring %d has no kick fd (polling frontends are not served yet)",
-			p->cfg.name, i);
+		peer_warn(p, "%s: ring %d has no kick fd (polling frontends are not served yet)",
+			  p->cfg.name, i);
 	r->started = true;
 	/* vhost-user: without PROTOCOL_FEATURES a ring is enabled as soon as it starts. */
 	if (!(p->features & F(VU_F_PROTOCOL_FEATURES)))
@@ -895,13 +974,11 @@ static int h_get_protocol_features(struct vu_port *p, struct vu_ctx *c)
 
 static int h_set_protocol_features(struct vu_port *p, struct vu_ctx *c)
 {
-	uint64_t f = get_u64(c), extra = f & ~offered_pfeatures(p);
+	uint64_t f = get_u64(c);
+	int err = acked_subset(p, "protocol ", f, offered_pfeatures(p));
 
-	if (extra) {
-		vt_err("%s: frontend acked protocol features we never offered: %#llx", p->cfg.name,
-		       (unsigned long long)extra);
-		return -EINVAL;
-	}
+	if (err)
+		return err;
 	p->pfeatures = f;
 	return 0;
 }
@@ -922,8 +999,8 @@ static int h_set_vring_enable(struct vu_port *p, struct vu_ctx *c)
 	if (i < 0)
 		return i;
 	if (s.num > 1) {
-		vt_err("%s: SET_VRING_ENABLE %u for ring %d is neither 0 nor 1", p->cfg.name, s.num,
-		       i);
+		peer_err(p, "%s: SET_VRING_ENABLE %u for ring %d is neither 0 nor 1", p->cfg.name,
+			 s.num, i);
 		return -EINVAL;
 	}
 	qp_detach(p, (unsigned)i / 2);
@@ -948,7 +1025,7 @@ static int h_send_rarp(struct vu_port *p, struct vu_ctx *c)
 	memcpy(e + 22, c->payload, 6);
 	memcpy(e + 32, c->payload, 6);
 	if (p->mem_backend || tap_be_ops.tx(&p->taps[0], &iov, 1) < 0)
-		vt_warn("%s: RARP announcement not sent", p->cfg.name);
+		peer_warn(p, "%s: RARP announcement not sent", p->cfg.name);
 	return 0;
 }
 
@@ -957,7 +1034,7 @@ static int h_net_set_mtu(struct vu_port *p, struct vu_ctx *c)
 	uint64_t mtu = get_u64(c);
 
 	if (mtu < 68 || mtu > 65535) {
-		vt_err("%s: MTU %llu out of range", p->cfg.name, (unsigned long long)mtu);
+		peer_err(p, "%s: MTU %llu out of range", p->cfg.name, (unsigned long long)mtu);
 		return -EINVAL;
 	}
 	if (p->mem_backend)
@@ -974,8 +1051,8 @@ static int h_get_config(struct vu_port *p, struct vu_ctx *c)
 	memcpy(&cfg, c->payload, c->hdr.size);
 	if (cfg.size > VU_CONFIG_MAX || c->hdr.size != 12 + cfg.size ||
 	    cfg.offset > sizeof(space) || cfg.size > sizeof(space) - cfg.offset) {
-		vt_err("%s: GET_CONFIG offset %u size %u outside the virtio-net config",
-		       p->cfg.name, cfg.offset, cfg.size);
+		peer_err(p, "%s: GET_CONFIG offset %u size %u outside the virtio-net config",
+			 p->cfg.name, cfg.offset, cfg.size);
 		return -EINVAL;
 	}
 	v = htole16(1); /* VIRTIO_NET_S_LINK_UP */
@@ -1085,16 +1162,16 @@ static bool dispatch(struct vu_port *p)
 	int err;
 
 	if (!r || !r->fn) {
-		vt_err("%s: unknown request %u", p->cfg.name, c.hdr.request);
+		peer_err(p, "%s: unknown request %u", p->cfg.name, c.hdr.request);
 		if (!want_ack)
 			return false;
 		return send_reply(p, c.hdr.request, &(uint64_t){1}, 8) == 0;
 	}
 	if (c.hdr.size < r->min_size || c.hdr.size > r->max_size || c.nfds < r->min_fds ||
 	    c.nfds > r->max_fds || p->fds_overflow) {
-		vt_err("%s: %s with %u bytes and %u fds (expected %u-%u bytes, %u-%u fds)",
-		       p->cfg.name, r->name, c.hdr.size, c.nfds, r->min_size, r->max_size,
-		       r->min_fds, r->max_fds);
+		peer_err(p, "%s: %s with %u bytes and %u fds (expected %u-%u bytes, %u-%u fds)",
+			 p->cfg.name, r->name, c.hdr.size, c.nfds, r->min_size, r->max_size,
+			 r->min_fds, r->max_fds);
 		return false;
 	}
 	vt_debug("%s: %s", p->cfg.name, r->name);
@@ -1112,8 +1189,8 @@ static bool dispatch(struct vu_port *p)
 	if (err == -ENOTSUP)
 		return true;
 	if (err)
-		vt_err("%s: %s failed (%s); dropping the connection", p->cfg.name, r->name,
-		       strerror(-err));
+		peer_err(p, "%s: %s failed (%s); dropping the connection", p->cfg.name, r->name,
+			 strerror(-err));
 	return !err;
 }
 
@@ -1163,7 +1240,7 @@ static void conn_readable(void *arg, int fd, unsigned events)
 
 	(void)fd;
 	(void)events;
-	for (;;) {
+	for (unsigned done = 0; done < MSG_BUDGET;) {
 		size_t want =
 		    sizeof(struct vu_hdr) + (p->have >= sizeof(struct vu_hdr) ? p->in.hdr.size : 0);
 		struct iovec iov = {p->in.bytes + p->have, want - p->have};
@@ -1185,9 +1262,9 @@ static void conn_readable(void *arg, int fd, unsigned events)
 			/* vhost-user: version 1 in flags bits 0-1; payload bounded by our table. */
 			if ((p->in.hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
 			    p->in.hdr.size > VU_MAX_PAYLOAD) {
-				vt_err("%s: bad message header (request %u flags %#x size %u)",
-				       p->cfg.name, p->in.hdr.request, p->in.hdr.flags,
-				       p->in.hdr.size);
+				peer_err(p, "%s: bad message header (request %u flags %#x size %u)",
+					 p->cfg.name, p->in.hdr.request, p->in.hdr.flags,
+					 p->in.hdr.size);
 				port_disconnect(p, "protocol error");
 				return;
 			}
@@ -1200,7 +1277,10 @@ static void conn_readable(void *arg, int fd, unsigned events)
 			return;
 		}
 		msg_reset(p);
+		done++;
 	}
+	/* Budget spent: the socket is still readable and the loop calls us again after the
+	 * other ports had their turn. */
 }
 
 static void port_reset(struct vu_port *p)
@@ -1221,6 +1301,9 @@ static void port_reset(struct vu_port *p)
 	p->features = p->pfeatures = 0;
 	p->features_set = p->owner = false;
 	msg_reset(p);
+	/* Every mapping is gone: a fault counted now belongs to no one (the next connection
+	 * starts clean; a wake-up still pending finds nothing). */
+	gmem_guard_owner_init(&p->guard, p->guard_fd);
 }
 
 static void try_connect(void *arg);
@@ -1229,7 +1312,7 @@ static void port_disconnect(struct vu_port *p, const char *why)
 {
 	if (p->conn_fd < 0)
 		return;
-	vt_info("%s: frontend disconnected (%s)", p->cfg.name, why);
+	conn_info(p, "%s: frontend disconnected (%s)", p->cfg.name, why);
 	evl_del(p->loop, p->conn_fd);
 	close_fd(&p->conn_fd);
 	port_reset(p);
@@ -1249,7 +1332,7 @@ static int conn_start(struct vu_port *p, int fd)
 		close_fd(&p->conn_fd);
 		return err;
 	}
-	vt_info("%s: frontend connected on %s", p->cfg.name, p->cfg.socket);
+	conn_info(p, "%s: frontend connected on %s", p->cfg.name, p->cfg.socket);
 	return 0;
 }
 
@@ -1262,21 +1345,91 @@ int vu_port_adopt(struct vu_port *p, int fd)
 	return conn_start(p, fd);
 }
 
+/*
+ * A port serves one frontend at a time: a second one would fight over the same rings. Extra
+ * connections are accepted and closed at once, so their peers learn it right away (rather than
+ * hanging in connect() on a full backlog) and none of them holds an fd or memory of ours; a
+ * flood of them costs one accept and one close each, a bounded number per wake-up, and a few
+ * log lines per interval.
+ */
 static void listen_readable(void *arg, int fd, unsigned events)
 {
 	struct vu_port *p = arg;
-	int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
 	(void)events;
-	if (c < 0)
-		return;
-	if (p->conn_fd >= 0) {
-		/* One frontend per port: a second one would fight over the same rings. */
-		vt_warn("%s: refused a second frontend connection", p->cfg.name);
+	for (unsigned i = 0; i < ACCEPT_BUDGET; i++) {
+		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (c < 0)
+			return;
+		if (p->conn_fd < 0) {
+			conn_start(p, c);
+			continue;
+		}
 		close(c);
-		return;
+		p->refused++;
+		/* One line per interval with the running total, whatever the rate. */
+		if (vt_ratelimit(&p->refuse_rl, 1, LOG_INTERVAL_MS, &(unsigned){0}))
+			vt_warn("%s: refused another frontend connection: one frontend per port "
+				"(%llu refused so far)",
+				p->cfg.name, p->refused);
 	}
-	conn_start(p, c);
+}
+
+/* Where a guarded fault hit, for the log: the port knows its own mappings. */
+static void fault_where(const struct vu_port *p, const void *at, char *buf, size_t cap)
+{
+	const uint8_t *a = at;
+
+	for (unsigned i = 0; p->mem && i < p->mem->nregions; i++) {
+		const struct gmem_region *r = &p->mem->regions[i];
+
+		if (r->map_base && a >= (const uint8_t *)r->map_base &&
+		    a < (const uint8_t *)r->map_base + r->map_len) {
+			snprintf(buf, cap, "guest memory region gpa %#llx size %#llx, offset %#llx",
+				 (unsigned long long)r->gpa, (unsigned long long)r->size,
+				 (unsigned long long)(a - (const uint8_t *)r->map_base));
+			return;
+		}
+	}
+	if (p->log.map_base && a >= (const uint8_t *)p->log.map_base &&
+	    a < (const uint8_t *)p->log.map_base + p->log.map_len)
+		snprintf(buf, cap, "the dirty log, offset %#llx",
+			 (unsigned long long)(a - (const uint8_t *)p->log.map_base));
+	else if (p->infl_map && a >= (const uint8_t *)p->infl_map &&
+		 a < (const uint8_t *)p->infl_map + p->infl_map_len)
+		snprintf(buf, cap, "the inflight area, offset %#llx",
+			 (unsigned long long)(a - (const uint8_t *)p->infl_map));
+	else
+		snprintf(buf, cap, "a mapping of this port at %p", (const void *)a);
+}
+
+/*
+ * The SIGBUS guard patched a fault in memory this frontend shares with us: it shrank the file
+ * behind a mapping (vhost-user gives us its fds to map, and a mapping past the end of a file
+ * cannot be read or written). What the device saw there since is zeros, not the guest's data,
+ * so the device is broken beyond repair by us: drop the connection, which unmaps everything;
+ * the port then waits for a frontend with memory that holds still. Other ports never notice.
+ */
+static void guard_readable(void *arg, int fd, unsigned events)
+{
+	struct vu_port *p = arg;
+	uint64_t n;
+	void *at;
+	unsigned faults;
+	char where[128];
+
+	(void)events;
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		return;
+	faults = gmem_guard_take(&p->guard, &at);
+	if (!faults || p->conn_fd < 0)
+		return;
+	fault_where(p, at, where, sizeof(where));
+	vt_err("%s: the frontend shrank memory it shares with us (SIGBUS in %s); device broken, "
+	       "dropping the connection",
+	       p->cfg.name, where);
+	port_disconnect(p, "shared memory truncated");
 }
 
 static void try_connect(void *arg)
@@ -1378,6 +1531,8 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 	p->loop = loop;
 	p->listen_fd = p->conn_fd = -1;
 	p->nrings = 2 * cfg->queues;
+	p->guard_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	gmem_guard_owner_init(&p->guard, p->guard_fd);
 	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++)
 		p->taps[i].fd = -1;
 	for (unsigned i = 0; i < NRINGS_MAX; i++)
@@ -1386,7 +1541,9 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 		p->fds[i] = -1;
 	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++)
 		p->mems[i].efd = -1;
-	err = open_backends(p);
+	err = p->guard_fd < 0 ? -errno : evl_add(loop, p->guard_fd, EPOLLIN, guard_readable, p);
+	if (!err)
+		err = open_backends(p);
 	for (unsigned i = 0; !err && i < cfg->queues; i++) {
 		err = vnet_qp_init(&p->qps[i], i, &cfg->net,
 				   p->mem_backend ? &membe_ops : &tap_be_ops,
@@ -1424,6 +1581,10 @@ void vu_port_destroy(struct vu_port *p)
 		evl_del(p->loop, p->listen_fd);
 		close_fd(&p->listen_fd);
 		unlink(p->cfg.socket);
+	}
+	if (p->guard_fd >= 0) {
+		evl_del(p->loop, p->guard_fd);
+		close_fd(&p->guard_fd);
 	}
 	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++) {
 		if (p->qps[i].rx_iov)

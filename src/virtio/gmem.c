@@ -12,9 +12,11 @@
 #include <unistd.h>
 
 #include "virtap/gmem.h"
+#include "virtap/gmem_guard.h"
 
 void gmem_init(struct gmem *gm)
 {
+	gm->owner = NULL;
 	gm->nregions = 0;
 }
 
@@ -114,6 +116,13 @@ int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int 
 		    (off_t)(offset - delta));
 	if (base == MAP_FAILED)
 		return -errno;
+	/* The seal above fails on tmpfs files and memfds made without MFD_ALLOW_SEALING: if the
+	 * frontend shrinks one under us, the guard turns the SIGBUS into a broken device. */
+	err = gmem_guard_add(base, size + delta, fd, gm->owner);
+	if (err) {
+		munmap(base, size + delta);
+		return err;
+	}
 	r = (struct gmem_region){
 	    .gpa = gpa,
 	    .size = size,
@@ -125,15 +134,19 @@ int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int 
 	    .perm = GMEM_READ | GMEM_WRITE,
 	};
 	err = insert_region(gm, &r);
-	if (err)
+	if (err) {
+		gmem_guard_remove(base);
 		munmap(base, size + delta);
+	}
 	return err;
 }
 
 static void release_region(struct gmem_region *r)
 {
-	if (r->map_base)
+	if (r->map_base) {
+		gmem_guard_remove(r->map_base);
 		munmap(r->map_base, r->map_len);
+	}
 	if (r->fd >= 0)
 		close(r->fd);
 }
@@ -236,6 +249,7 @@ int gmem_log_map(struct gmem_log *log, int fd, uint64_t size, uint64_t offset)
 	uint64_t delta = offset % (uint64_t)page;
 	struct stat st;
 	void *base;
+	int err;
 
 	/* 1 GiB of bitmap covers 32 TiB of guest memory; anything larger is not a real log. */
 	if (size == 0 || size > (1ull << 30) || offset > (1ull << 40))
@@ -247,6 +261,11 @@ int gmem_log_map(struct gmem_log *log, int fd, uint64_t size, uint64_t offset)
 		    (off_t)(offset - delta));
 	if (base == MAP_FAILED)
 		return -errno;
+	err = gmem_guard_add(base, size + delta, fd, log->owner);
+	if (err) {
+		munmap(base, size + delta);
+		return err;
+	}
 	close(fd);
 	log->map_base = base;
 	log->map_len = size + delta;
@@ -258,9 +277,14 @@ int gmem_log_map(struct gmem_log *log, int fd, uint64_t size, uint64_t offset)
 
 void gmem_log_unmap(struct gmem_log *log)
 {
-	if (log->map_base)
+	struct gmem_guard_owner *owner = log->owner;
+
+	if (log->map_base) {
+		gmem_guard_remove(log->map_base);
 		munmap(log->map_base, log->map_len);
+	}
 	memset(log, 0, sizeof(*log));
+	log->owner = owner;
 }
 
 void gmem_log_mark(struct gmem_log *log, uint64_t gpa, uint64_t len)
