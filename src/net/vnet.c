@@ -199,7 +199,10 @@ static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
 	/* One read of the header; the backend gets this checked copy, never the guest's bytes
 	 * again (a guest rewriting the header under us changes nothing). */
 	memset(&h, 0, sizeof(h));
-	vq_iov_to_buf(iov, c->nout, 0, &h, qp->hdr_len);
+	if (iov[0].iov_len >= VNET_HDR_LEN_V1 && qp->hdr_len == VNET_HDR_LEN_V1)
+		memcpy(&h, iov[0].iov_base, VNET_HDR_LEN_V1); /* the usual layout, inlined */
+	else
+		vq_iov_to_buf(iov, c->nout, 0, &h, qp->hdr_len);
 	frame_len = c->out_len - qp->hdr_len;
 	if (vnet_hdr_check(&h, frame_len, qp->features, &why)) {
 		qp->stats.tx_drop_bad_hdr++;
@@ -339,6 +342,20 @@ static int rx_gather(struct vnet_qp *qp, size_t need, struct gather *g)
 	return GATHER_OK;
 }
 
+/* VIRTIO 1.2 5.1.6.4: num_buffers = buffers used (1 without MRG_RXBUF). Written after the frame
+ * and before the used index publishes it, as vhost-net does. */
+static void rx_set_num_buffers(struct vnet_qp *qp, unsigned k)
+{
+	uint16_t nb = htole16((uint16_t)k);
+	const struct iovec *iov = qp->rx_iov;
+	size_t at = offsetof(struct vnet_hdr, num_buffers);
+
+	if (iov[0].iov_len >= at + sizeof(nb))
+		memcpy((uint8_t *)iov[0].iov_base + at, &nb, sizeof(nb));
+	else
+		vq_iov_from_buf(iov, qp->rx_bufs[0].niov, at, &nb, sizeof(nb));
+}
+
 /* The frame (len bytes, header first) is in the gathered buffers: fix up num_buffers, push the
  * used entries, give back the buffers it did not need. */
 static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
@@ -347,6 +364,15 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 	size_t left = len;
 	unsigned k = 0;
 
+	if (g->nb == 1 && !qp->rx.log) {
+		/* The common case: the frame filled part of one buffer. */
+		vq_push(&qp->rx, b[0].head, (uint32_t)len);
+		if (qp->hdr_len == VNET_HDR_LEN_V1)
+			rx_set_num_buffers(qp, 1);
+		qp->stats.rx_packets++;
+		qp->stats.rx_bytes += len - qp->hdr_len;
+		return;
+	}
 	/* Used entries first into the ring (unpublished until vq_flush), counting buffers. */
 	while (left && k < g->nb) {
 		uint32_t part = b[k].len < left ? b[k].len : (uint32_t)left;
@@ -358,18 +384,8 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 		left -= part;
 		k++;
 	}
-	if (qp->hdr_len == VNET_HDR_LEN_V1) {
-		/* VIRTIO 1.2 5.1.6.4: num_buffers = buffers used (1 without MRG_RXBUF). Written
-		 * after the frame and before the used index publishes it, as vhost-net does. */
-		uint16_t nb = htole16((uint16_t)(qp->mergeable ? k : 1));
-		const struct iovec *iov = qp->rx_iov;
-		size_t at = offsetof(struct vnet_hdr, num_buffers);
-
-		if (iov[0].iov_len >= at + sizeof(nb))
-			memcpy((uint8_t *)iov[0].iov_base + at, &nb, sizeof(nb));
-		else
-			vq_iov_from_buf(iov, b[0].niov, at, &nb, sizeof(nb));
-	}
+	if (qp->hdr_len == VNET_HDR_LEN_V1)
+		rx_set_num_buffers(qp, qp->mergeable ? k : 1);
 	if (g->nb > k)
 		vq_discard(&qp->rx, g->nb - k);
 	qp->stats.rx_packets++;
