@@ -15,6 +15,10 @@
 set -u
 cd "$(dirname "$0")/.."
 cpu_target=${VT_FUZZ_CPU_SECONDS:-3600}
+# nice alone is not enough: with autogroup scheduling every session gets an equal share first and
+# nice only ranks threads inside it. Lower this session's group too, so idle cores are all the
+# fuzzers take.
+echo 19 > /proc/self/autogroup 2>/dev/null || true
 out=build-fuzz-long
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then

@@ -1,8 +1,10 @@
 #!/bin/bash
 # Build the test guest: the Debian 12 kernel (downloaded with apt-get download, unpacked with
 # dpkg -x, nothing installed on the host) booted directly as an uncompressed vmlinux, and a busybox
-# initramfs with the virtio-net modules and iperf3. Idempotent; output in $VT_GUEST_DIR
-# (default: guest-work/ in the repository).
+# initramfs with the virtio-net modules, iperf3, ethtool and vt_udp_rr (bench/udp_rr.c, built
+# statically here). Idempotent; output in $VT_GUEST_DIR (default: guest-work/ in the repository),
+# built in a temporary directory beside it and moved into place when complete, so that a guest
+# booting meanwhile from the old image keeps its files.
 #
 #   scripts/guest.sh build     build if missing
 #   scripts/guest.sh rebuild   build from scratch
@@ -15,9 +17,16 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 D=${VT_GUEST_DIR:-$top/guest-work}
 
+# Image layout version: bump when the initramfs contents change (bench/udp_rr.c included), so
+# that cached images are rebuilt.
+VERSION=.v3
+
 build() {
   "$top/scripts/deps.sh" --guest
-  [ -s "$D/vmlinux" ] && [ -s "$D/initramfs.cpio.gz" ] && [ -f "$D/.v2" ] && return 0
+  [ -s "$D/vmlinux" ] && [ -s "$D/initramfs.cpio.gz" ] && [ -f "$D/$VERSION" ] && return 0
+  local final=$D
+  D=$final.tmp.$$
+  trap 'rm -rf "$D"' EXIT
   rm -rf "$D"; mkdir -p "$D/dl"
   local pkg kimg off
   pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
@@ -34,7 +43,10 @@ build() {
   [ -s "$D/vmlinux" ] || { echo "guest: could not extract vmlinux" >&2; exit 1; }
   make_initramfs
   rm -rf "$D/kernel" "$D/dl"
-  touch "$D/.v2"   # image layout version: bump when the initramfs contents change
+  touch "$D/$VERSION"
+  rm -rf "$final"; mv "$D" "$final"
+  trap - EXIT
+  D=$final
   echo "guest: ready in $D"
 }
 
@@ -57,6 +69,9 @@ make_initramfs() {
   done
   cp /usr/bin/iperf3 "$root/usr/bin/"
   cp /usr/sbin/ethtool "$root/usr/sbin/"   # ethtool -L: fewer queue pairs than offered
+  # UDP request/response echo server for bench/guest_compare.sh; static, so no libraries to copy
+  gcc -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Werror -static -o "$root/usr/bin/vt_udp_rr" \
+    "$top/bench/udp_rr.c" "$top/bench/common.c"
   for bin in /usr/bin/iperf3 /usr/sbin/ethtool; do
     ldd "$bin" | grep -oE '/[^ ]+' | while read -r lib; do
       mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
