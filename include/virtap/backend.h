@@ -35,11 +35,10 @@ struct be_ops {
 	/* virtio-net feature bits this backend can honour (GUEST_* it can produce, HOST_* it can
 	 * take). */
 	uint64_t (*features)(void *be);
-	/* Optional (NULL: not offered). Read or write n frames with one system call; each msg's
-	 * res is what rx/tx would have returned for it, and frames are taken in order, so
+	/* Optional (NULL: not offered). Write n frames with one system call; each msg's
+	 * res is what tx would have returned for it, and frames are taken in order, so
 	 * after the first -EAGAIN every later one is -EAGAIN too. Returns n, or -errno when the
-	 * burst as a whole could not be done (then the caller uses rx/tx; nothing was moved). */
-	int (*rx_burst)(void *be, struct be_msg *m, int n);
+	 * burst as a whole could not be done (then the caller uses tx; nothing was moved). */
 	int (*tx_burst)(void *be, struct be_msg *m, int n);
 };
 

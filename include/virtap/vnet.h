@@ -18,7 +18,7 @@
 #include "virtap/vq.h"
 
 #define VNET_MAX_QUEUE_PAIRS 16
-/* Frames per backend burst call (backends with rx_burst/tx_burst). */
+/* Frames per backend burst call (backends with tx_burst). */
 #define VNET_BURST 32
 
 struct vnet_config {

@@ -392,11 +392,6 @@ static int tap_burst(struct tap *t, struct be_msg *m, int n, bool write)
 	return n;
 }
 
-static int tap_be_rx_burst(void *be, struct be_msg *m, int n)
-{
-	return tap_burst(be, m, n, false);
-}
-
 static int tap_be_tx_burst(void *be, struct be_msg *m, int n)
 {
 	return tap_burst(be, m, n, true);
@@ -432,7 +427,6 @@ const struct be_ops tap_be_ops = {
     .set_offloads = tap_be_set_offloads,
     .features = tap_be_features,
 #ifdef VIRTAP_HAVE_URING
-    .rx_burst = tap_be_rx_burst,
     .tx_burst = tap_be_tx_burst,
 #endif
 };

@@ -81,11 +81,10 @@ int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *c
 	qp->tx_iov = calloc(VQ_MAX_IOV + 1, sizeof(*qp->tx_iov));
 	qp->rx_bufs = calloc(VQ_MAX_IOV, sizeof(*qp->rx_bufs));
 	qp->bounce = malloc(BOUNCE_SIZE);
-	if (ops && (ops->tx_burst || ops->rx_burst))
+	if (ops && ops->tx_burst)
 		qp->burst = malloc(sizeof(*qp->burst));
 	if (!qp->rx_iov || !qp->tx_iov || !qp->rx_bufs || !qp->bounce ||
-	    (ops && (ops->tx_burst || ops->rx_burst) && !qp->burst) ||
-	    netq_init(&qp->hold, qp->cfg.hold_frames)) {
+	    (ops && ops->tx_burst && !qp->burst) || netq_init(&qp->hold, qp->cfg.hold_frames)) {
 		vnet_qp_destroy(qp);
 		return -ENOMEM;
 	}
@@ -313,7 +312,6 @@ static int handle_tx_single(struct vnet_qp *qp)
 }
 
 /* ---- TX in bursts: one backend call for up to VNET_BURST frames --------------------------- */
-
 
 /* Pop and prepare up to VNET_BURST chains. *n chains popped, *nsend frames to send; returns
  * VNET_IDLE (ring empty), VNET_MORE (burst or budget full) or -EIO. */
