@@ -56,6 +56,11 @@
 
 enum mode { MODE_RX, MODE_TX, MODE_LOOP, NMODES };
 
+/* --cpus: where virtap's worker and the generator + guest thread run (-1: anywhere). */
+static int cpu_worker = -1, cpu_guest = -1;
+/* --busy-poll: the worker polls the rings, back to notifications after this idle time. */
+static unsigned busy_poll_us;
+
 static const char *const mode_name[NMODES] = {"rx", "tx", "loop"};
 
 struct counters {
@@ -450,7 +455,14 @@ static int bench_setup(struct bench *b)
 		goto err_sock;
 	err = wrk_add(b->w, &b->qa);
 	err = err ? err : wrk_add(b->w, &b->qb);
+	if (!err && busy_poll_us)
+		err = wrk_set_busy_poll(b->w, busy_poll_us);
+	/* The worker inherits the CPU mask of the thread that starts it. */
+	if (!err && cpu_worker >= 0)
+		err = -pin_thread(cpu_worker);
 	err = err ? err : wrk_start(b->w);
+	if (!err && cpu_guest >= 0)
+		err = -pin_thread(cpu_guest);
 	if (err)
 		goto err_wrk;
 	return 0;
@@ -660,7 +672,8 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: vt_loopback [--seconds N] [--sizes 64,1500] [--modes rx,tx,loop]\n"
+	    "usage: vt_loopback [--seconds N] [--sizes 64,1500] [--modes rx,tx,loop] [--cpus W,G]\n"
+	    "                   [--busy-poll US]\n"
 	    "\n"
 	    "Moves frames TAP -> virtap -> fake guest -> virtap -> TAP inside a private network\n"
 	    "namespace and prints packets per second and Gbit/s. Needs root.\n"
@@ -669,6 +682,10 @@ static void usage(FILE *f)
 	    "  --sizes LIST  Ethernet frame sizes in bytes, %d..%d (default 64,1500)\n"
 	    "  --modes LIST  rx: TAP -> guest; tx: guest -> TAP; loop: TAP -> guest -> TAP\n"
 	    "                (default rx,tx,loop)\n"
+	    "  --cpus W,G    pin virtap's worker to CPU W and the generator + guest thread to\n"
+	    "                CPU G (default: not pinned)\n"
+	    "  --busy-poll US  the worker polls the rings while traffic flows, back to\n"
+	    "                notifications after US microseconds idle (default 0: off)\n"
 	    "  --help        this text\n"
 	    "\n"
 	    "Exit status: 0 success, 77 cannot run here (not root), 1 failure (no frame moved).\n",
@@ -774,6 +791,8 @@ int main(int argc, char **argv)
 	    {"seconds", required_argument, NULL, 's'},
 	    {"sizes", required_argument, NULL, 'z'},
 	    {"modes", required_argument, NULL, 'm'},
+	    {"cpus", required_argument, NULL, 'c'},
+	    {"busy-poll", required_argument, NULL, 'b'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -784,7 +803,7 @@ int main(int argc, char **argv)
 	int c, failed = 0;
 	char *end;
 
-	while ((c = getopt_long(argc, argv, "s:z:m:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:z:m:c:b:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			secs = strtod(optarg, &end);
@@ -793,6 +812,24 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'c':
+			if (sscanf(optarg, "%d,%d%c", &cpu_worker, &cpu_guest, &(char){0}) != 2 ||
+			    cpu_worker < 0 || cpu_guest < 0 || cpu_worker > 1023 ||
+			    cpu_guest > 1023) {
+				fprintf(stderr, "--cpus: want two CPU numbers, W,G\n");
+				return 2;
+			}
+			break;
+		case 'b': {
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (end == optarg || *end || v > 1000000) {
+				fprintf(stderr, "--busy-poll: want microseconds, 0..1000000\n");
+				return 2;
+			}
+			busy_poll_us = (unsigned)v;
+			break;
+		}
 		case 'z':
 			if (parse_sizes(optarg, sizes, &nsizes)) {
 				fprintf(stderr,

@@ -11,6 +11,14 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+/* One frame of a burst: its iovecs (header first) and, after the call, what rx/tx would have
+ * returned for it alone. */
+struct be_msg {
+	const struct iovec *iov;
+	int niov;
+	ssize_t res;
+};
+
 struct be_ops {
 	const char *name;
 	/* Read one frame (header first) into iov. Bytes read, -EAGAIN when empty, -errno. A frame
@@ -27,6 +35,11 @@ struct be_ops {
 	/* virtio-net feature bits this backend can honour (GUEST_* it can produce, HOST_* it can
 	 * take). */
 	uint64_t (*features)(void *be);
+	/* Optional (NULL: not offered). Write n frames with one system call; each msg's
+	 * res is what tx would have returned for it, and frames are taken in order, so
+	 * after the first -EAGAIN every later one is -EAGAIN too. Returns n, or -errno when the
+	 * burst as a whole could not be done (then the caller uses tx; nothing was moved). */
+	int (*tx_burst)(void *be, struct be_msg *m, int n);
 };
 
 #endif

@@ -24,6 +24,10 @@ struct tap {
 	unsigned tun_offloads; /* TUN_F_* bits the kernel accepted when probed */
 	int hdr_len;
 	bool detached; /* multiqueue: this queue takes no frames from the kernel */
+	/* Bursts: an io_uring made on first use by the one thread that serves this queue; NULL
+	 * until then, or for good once making it failed (then every frame is one syscall). */
+	void *uring;
+	bool uring_failed;
 };
 
 /* Open (creating if needed) TAP queue `name`. Logs one clear reason on failure. */

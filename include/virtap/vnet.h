@@ -18,6 +18,8 @@
 #include "virtap/vq.h"
 
 #define VNET_MAX_QUEUE_PAIRS 16
+/* Frames per backend burst call (backends with tx_burst). */
+#define VNET_BURST 32
 
 struct vnet_config {
 	unsigned rx_budget_pkts; /* frames per RX handler run (the seed's 50 is QEMU's) */
@@ -82,6 +84,7 @@ struct vnet_qp {
 	struct vnet_rxbuf *rx_bufs; /* VQ_MAX_IOV */
 	struct iovec *tx_iov;	    /* VQ_MAX_IOV + 1 (header copy) */
 	uint8_t *bounce;	    /* VNET_MAX_FRAME + header */
+	struct vnet_burst *burst;   /* burst scratch, if the backend has burst calls */
 };
 
 int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *cfg,

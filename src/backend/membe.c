@@ -22,6 +22,13 @@ static size_t gather(uint8_t *dst, size_t cap, const struct iovec *iov, int n)
 {
 	size_t done = 0;
 
+	if (n == 2 && iov[0].iov_len + iov[1].iov_len <= cap) {
+		/* virtio-net TX: our header copy, then the guest's frame in one piece */
+		memcpy(dst, iov[0].iov_base, iov[0].iov_len);
+		memcpy(dst + iov[0].iov_len, iov[1].iov_base, iov[1].iov_len);
+		return iov[0].iov_len + iov[1].iov_len;
+	}
+
 	for (int i = 0; i < n && done < cap; i++) {
 		size_t c = iov[i].iov_len < cap - done ? iov[i].iov_len : cap - done;
 
@@ -34,6 +41,11 @@ static size_t gather(uint8_t *dst, size_t cap, const struct iovec *iov, int n)
 static size_t scatter(const struct iovec *iov, int n, const uint8_t *src, size_t len)
 {
 	size_t done = 0;
+
+	if (n && len <= iov[0].iov_len) { /* the frame fits the first guest buffer */
+		memcpy(iov[0].iov_base, src, len);
+		return len;
+	}
 
 	for (int i = 0; i < n && done < len; i++) {
 		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
@@ -101,7 +113,9 @@ int membe_init(struct membe *m, enum membe_mode mode, size_t frame_len, unsigned
 			m->frame[VNET_HDR_LEN_V1 + i] = (uint8_t)i;
 		efd_set(m); /* always something to read */
 	} else if (mode == MEMBE_ECHO) {
-		m->cap = depth ? depth : 256;
+		/* A power of two: ring positions wrap with a mask. */
+		for (m->cap = 16; m->cap < (depth ? depth : 256) && m->cap < 65536;)
+			m->cap *= 2;
 		m->slot_size = ECHO_SLOT;
 		m->lens = calloc(m->cap, sizeof(*m->lens));
 		m->slots = malloc(m->cap * m->slot_size);
@@ -167,7 +181,7 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 			return -EAGAIN;
 		len = m->lens[m->head];
 		got = scatter(iov, n, m->slots + (size_t)m->head * m->slot_size, len);
-		m->head = (m->head + 1) % m->cap;
+		m->head = (m->head + 1) & (m->cap - 1);
 		full = m->count-- == m->cap;
 		/* Empty: not readable. Was full: the counter was saturated (efd_set_full); bring it
 		 * back to 1, so the fd is writable again and still readable. */
@@ -198,7 +212,7 @@ static ssize_t membe_tx(void *be, const struct iovec *iov, int n)
 			return -EAGAIN;
 		if (len > m->slot_size)
 			return -EMSGSIZE;
-		slot = (m->head + m->count) % m->cap;
+		slot = (m->head + m->count) & (m->cap - 1);
 		m->lens[slot] =
 		    (uint32_t)gather(m->slots + (size_t)slot * m->slot_size, m->slot_size, iov, n);
 		if (m->count++ == 0)

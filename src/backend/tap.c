@@ -14,6 +14,10 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef VIRTAP_HAVE_URING
+#include <liburing.h>
+#include <stdlib.h>
+#endif
 
 #include "virtap/log.h"
 #include "virtap/tap.h"
@@ -134,6 +138,13 @@ int tap_open(struct tap *t, const char *name, unsigned flags)
 
 void tap_close(struct tap *t)
 {
+#ifdef VIRTAP_HAVE_URING
+	if (t->uring) {
+		io_uring_queue_exit(t->uring);
+		free(t->uring);
+		t->uring = NULL;
+	}
+#endif
 	if (t->fd >= 0)
 		close(t->fd);
 	t->fd = -1;
@@ -301,6 +312,92 @@ static ssize_t tap_be_tx(void *be, const struct iovec *iov, int n)
 	return r < 0 ? -errno : r;
 }
 
+#ifdef VIRTAP_HAVE_URING
+/* Entries in a queue's io_uring: the most frames one burst may carry. */
+#define TAP_BURST_MAX 64
+
+/* The queue's io_uring, made on first use. A kernel without io_uring (or with it disabled, or a
+ * seccomp filter that refuses it) gets one warning and per-frame syscalls from then on. */
+static struct io_uring *tap_uring(struct tap *t)
+{
+	struct io_uring *r;
+	int err;
+
+	if (t->uring || t->uring_failed)
+		return t->uring;
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		t->uring_failed = true;
+		return NULL;
+	}
+	/* The fd is not registered with the ring: a registered file stays referenced until the
+	 * kernel's deferred ring teardown, and the TAP queue would look busy after tap_close. */
+	err = io_uring_queue_init(TAP_BURST_MAX, r, 0);
+	if (err) {
+		free(r);
+		t->uring_failed = true;
+		vt_warn("tap %s: no io_uring (%s): one system call per frame", t->ifname,
+			strerror(-err));
+		return NULL;
+	}
+	t->uring = r;
+	return r;
+}
+
+/* One io_uring_enter for n readv/writev: on a non-blocking TAP each completes inline, in order;
+ * a queue that is empty (read) or full (write) answers -EAGAIN instead of parking the request. */
+static int tap_burst(struct tap *t, struct be_msg *m, int n, bool write)
+{
+	struct io_uring *r = tap_uring(t);
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0;
+	int err;
+
+	if (!r)
+		return -ENOSYS;
+	if (n > TAP_BURST_MAX)
+		n = TAP_BURST_MAX;
+	for (int i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+
+		if (write)
+			io_uring_prep_writev(sqe, t->fd, m[i].iov, (unsigned)m[i].niov, 0);
+		else
+			io_uring_prep_readv(sqe, t->fd, m[i].iov, (unsigned)m[i].niov, 0);
+		io_uring_sqe_set_data64(sqe, (uint64_t)i);
+		m[i].res = -EAGAIN;
+	}
+	do {
+		err = io_uring_submit_and_wait(r, (unsigned)n);
+	} while (err == -EINTR);
+	if (err < 0) {
+		/* Nothing was submitted: give the entries back and let the caller go one by one. */
+		io_uring_queue_exit(r);
+		free(r);
+		t->uring = NULL;
+		t->uring_failed = true;
+		vt_warn("tap %s: io_uring submit: %s: one system call per frame", t->ifname,
+			strerror(-err));
+		return err;
+	}
+	io_uring_for_each_cqe(r, head, cqe)
+	{
+		uint64_t i = io_uring_cqe_get_data64(cqe);
+
+		if (i < (uint64_t)n)
+			m[i].res = cqe->res;
+		seen++;
+	}
+	io_uring_cq_advance(r, seen);
+	return n;
+}
+
+static int tap_be_tx_burst(void *be, struct be_msg *m, int n)
+{
+	return tap_burst(be, m, n, true);
+}
+#endif
+
 static int tap_be_fd(void *be)
 {
 	return ((struct tap *)be)->fd;
@@ -329,4 +426,7 @@ const struct be_ops tap_be_ops = {
     .set_hdr_len = tap_be_set_hdr_len,
     .set_offloads = tap_be_set_offloads,
     .features = tap_be_features,
+#ifdef VIRTAP_HAVE_URING
+    .tx_burst = tap_be_tx_burst,
+#endif
 };

@@ -20,6 +20,16 @@
 #define BOUNCE_SIZE (VNET_MAX_FRAME + 256)
 #define ETH_ZLEN_   60
 
+/* Burst scratch: headers, frames and iovecs of up to VNET_BURST chains at once. */
+struct vnet_burst {
+	struct vnet_hdr hdr[VNET_BURST];
+	struct be_msg msg[VNET_BURST];
+	uint16_t head[VNET_BURST];
+	uint32_t out_len[VNET_BURST];
+	int msg_of[VNET_BURST]; /* chain k's frame is msg[msg_of[k]]; -1: dropped, not sent */
+	struct iovec iov[VQ_MAX_IOV + 2 * VNET_BURST];
+};
+
 void vnet_config_default(struct vnet_config *cfg)
 {
 	*cfg = (struct vnet_config){
@@ -71,8 +81,10 @@ int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *c
 	qp->tx_iov = calloc(VQ_MAX_IOV + 1, sizeof(*qp->tx_iov));
 	qp->rx_bufs = calloc(VQ_MAX_IOV, sizeof(*qp->rx_bufs));
 	qp->bounce = malloc(BOUNCE_SIZE);
+	if (ops && ops->tx_burst)
+		qp->burst = malloc(sizeof(*qp->burst));
 	if (!qp->rx_iov || !qp->tx_iov || !qp->rx_bufs || !qp->bounce ||
-	    netq_init(&qp->hold, qp->cfg.hold_frames)) {
+	    (ops && ops->tx_burst && !qp->burst) || netq_init(&qp->hold, qp->cfg.hold_frames)) {
 		vnet_qp_destroy(qp);
 		return -ENOMEM;
 	}
@@ -86,6 +98,8 @@ void vnet_qp_destroy(struct vnet_qp *qp)
 	free(qp->tx_iov);
 	free(qp->rx_bufs);
 	free(qp->bounce);
+	free(qp->burst);
+	qp->burst = NULL;
 	qp->rx_iov = qp->tx_iov = NULL;
 	qp->rx_bufs = NULL;
 	qp->bounce = NULL;
@@ -172,15 +186,16 @@ int vnet_hdr_check(const struct vnet_hdr *h, size_t frame_len, uint64_t f, const
 
 /* ---- TX ---------------------------------------------------------------------------------- */
 
-/* Send one popped chain. 0: consumed (sent or dropped), -EAGAIN: backend full, -EIO: broken. */
-static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
+/* Check a popped chain and lay out its frame in m: our checked copy of the header (in h, which
+ * must live until the frame is sent), then the guest's bytes after the header. 1: ready to
+ * send; 0: dropped (counted); -EIO: the queue is broken. */
+static int tx_prepare(struct vnet_qp *qp, const struct vq_chain *c, struct vnet_hdr *h,
+		      struct be_msg *m)
 {
-	struct vnet_hdr h;
 	struct iovec *iov = c->iov;
-	size_t skip = qp->hdr_len, frame_len;
+	size_t skip = qp->hdr_len;
 	const char *why = "";
 	unsigned i = 0;
-	ssize_t n;
 
 	if (c->nin) {
 		vq_mark_broken(&qp->tx,
@@ -198,10 +213,12 @@ static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
 	}
 	/* One read of the header; the backend gets this checked copy, never the guest's bytes
 	 * again (a guest rewriting the header under us changes nothing). */
-	memset(&h, 0, sizeof(h));
-	vq_iov_to_buf(iov, c->nout, 0, &h, qp->hdr_len);
-	frame_len = c->out_len - qp->hdr_len;
-	if (vnet_hdr_check(&h, frame_len, qp->features, &why)) {
+	memset(h, 0, sizeof(*h));
+	if (iov[0].iov_len >= VNET_HDR_LEN_V1 && qp->hdr_len == VNET_HDR_LEN_V1)
+		memcpy(h, iov[0].iov_base, VNET_HDR_LEN_V1); /* the usual layout, inlined */
+	else
+		vq_iov_to_buf(iov, c->nout, 0, h, qp->hdr_len);
+	if (vnet_hdr_check(h, c->out_len - qp->hdr_len, qp->features, &why)) {
 		qp->stats.tx_drop_bad_hdr++;
 		vt_debug("%s: dropped TX frame: %s", qp->name, why);
 		return 0;
@@ -212,10 +229,17 @@ static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
 		iov[i].iov_base = (uint8_t *)iov[i].iov_base + skip;
 		iov[i].iov_len -= skip;
 	}
-	/* c->iov starts one slot into qp->tx_iov, so slot i - 1 relative to it is free. */
-	iov[(int)i - 1].iov_base = &h;
+	/* c->iov starts one slot into the caller's array, so slot i - 1 relative to it is free. */
+	iov[(int)i - 1].iov_base = h;
 	iov[(int)i - 1].iov_len = qp->hdr_len;
-	n = qp->be_ops->tx(qp->be, &iov[(int)i - 1], (int)(c->nout - i + 1));
+	m->iov = &iov[(int)i - 1];
+	m->niov = (int)(c->nout - i + 1);
+	return 1;
+}
+
+/* Count what the backend said about one frame. -EAGAIN: backend full, nothing sent. */
+static int tx_result(struct vnet_qp *qp, ssize_t n, size_t frame_len)
+{
 	if (n == -EAGAIN)
 		return -EAGAIN;
 	if (n < 0) {
@@ -229,19 +253,25 @@ static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
 	return 0;
 }
 
-int vnet_handle_tx(struct vnet_qp *qp)
+/* Send one popped chain. 0: consumed (sent or dropped), -EAGAIN: backend full, -EIO: broken. */
+static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
+{
+	struct vnet_hdr h;
+	struct be_msg m;
+	int r = tx_prepare(qp, c, &h, &m);
+
+	if (r <= 0)
+		return r;
+	return tx_result(qp, qp->be_ops->tx(qp->be, m.iov, m.niov), c->out_len - qp->hdr_len);
+}
+
+static int handle_tx_single(struct vnet_qp *qp)
 {
 	struct vq *vq = &qp->tx;
 	unsigned pkts = 0;
 	size_t bytes = 0;
 	int status = VNET_IDLE;
 
-	if (vq_is_broken(vq))
-		return -EIO;
-	if (!vq->ready)
-		return VNET_IDLE;
-	if (!qp->poll_mode)
-		vq_disable_notify(vq);
 	for (;;) {
 		struct vq_chain c;
 		int r;
@@ -278,6 +308,129 @@ int vnet_handle_tx(struct vnet_qp *qp)
 		pkts++;
 		bytes += c.out_len;
 	}
+	return status;
+}
+
+/* ---- TX in bursts: one backend call for up to VNET_BURST frames --------------------------- */
+
+/* Pop and prepare up to VNET_BURST chains. *n chains popped, *nsend frames to send; returns
+ * VNET_IDLE (ring empty), VNET_MORE (burst or budget full) or -EIO. */
+static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, unsigned *n,
+		    unsigned *nsend)
+{
+	struct vnet_burst *b = qp->burst;
+	struct vq *vq = &qp->tx;
+	unsigned used = 0, room = (unsigned)(sizeof(b->iov) / sizeof(b->iov[0]));
+	size_t bytes = 0;
+
+	*n = *nsend = 0;
+	while (*n < VNET_BURST && *n < budget && bytes < budget_bytes) {
+		struct vq_chain c;
+		int r = vq_pop(vq, &c, b->iov + used + 1, room - used - 1);
+
+		if (r == -ENOBUFS) /* a long chain: it leads the next burst, which has room */
+			return VNET_MORE;
+		if (r < 0)
+			return -EIO;
+		if (r == 0) {
+			if (!qp->poll_mode && vq_enable_notify(vq)) {
+				vq_disable_notify(vq);
+				continue;
+			}
+			return VNET_IDLE;
+		}
+		r = tx_prepare(qp, &c, &b->hdr[*nsend], &b->msg[*nsend]);
+		if (r < 0)
+			return -EIO;
+		b->head[*n] = c.head;
+		b->out_len[*n] = c.out_len;
+		b->msg_of[*n] = r ? (int)(*nsend)++ : -1;
+		(*n)++;
+		used += c.nout + 1;
+		bytes += c.out_len;
+	}
+	return VNET_MORE;
+}
+
+/* Send the prepared frames; the backend's burst call, or one call per frame if it has none. */
+static void txb_send(struct vnet_qp *qp, unsigned nsend)
+{
+	struct be_msg *m = qp->burst->msg;
+	bool full = false;
+
+	if (!nsend)
+		return;
+	if (qp->be_ops->tx_burst(qp->be, m, (int)nsend) == (int)nsend)
+		return;
+	for (unsigned i = 0; i < nsend; i++) {
+		m[i].res = full ? -EAGAIN : qp->be_ops->tx(qp->be, m[i].iov, m[i].niov);
+		full |= m[i].res == -EAGAIN;
+	}
+}
+
+static int handle_tx_burst(struct vnet_qp *qp)
+{
+	struct vnet_burst *b = qp->burst;
+	struct vq *vq = &qp->tx;
+	unsigned pkts = 0;
+	size_t bytes = 0;
+	int status = VNET_MORE;
+
+	while (status == VNET_MORE) {
+		unsigned n, nsend, keep;
+
+		if (pkts >= qp->cfg.tx_budget_pkts || bytes >= qp->cfg.tx_budget_bytes)
+			break;
+		status = txb_fill(qp, qp->cfg.tx_budget_pkts - pkts,
+				  qp->cfg.tx_budget_bytes - bytes, &n, &nsend);
+		txb_send(qp, nsend);
+		/* Chains up to the last one the backend took are done; a backend-full tail goes
+		 * back to the ring, to be popped again when the backend is writable. */
+		keep = n;
+		while (keep &&
+		       (b->msg_of[keep - 1] < 0 || b->msg[b->msg_of[keep - 1]].res == -EAGAIN))
+			keep--;
+		if (keep < n && nsend && b->msg[nsend - 1].res == -EAGAIN) {
+			for (unsigned k = keep; k < n; k++)
+				if (b->msg_of[k] < 0)
+					qp->stats
+					    .tx_drop_bad_hdr--; /* counted again when re-popped */
+			vq_discard(vq, n - keep);
+			qp->stats.tx_blocked++;
+			if (status != -EIO)
+				status = VNET_WAIT_BACKEND;
+		} else {
+			keep = n;
+		}
+		for (unsigned k = 0; k < keep; k++) {
+			if (b->msg_of[k] >= 0) {
+				ssize_t res = b->msg[b->msg_of[k]].res;
+
+				/* -EAGAIN before a frame the backend took: it cannot go back in
+				 * order, so it counts as a backend drop. */
+				(void)tx_result(qp, res == -EAGAIN ? -ENOBUFS : res,
+						b->out_len[k] - qp->hdr_len);
+			}
+			vq_push(vq, b->head[k], 0);
+			bytes += b->out_len[k];
+		}
+		pkts += keep;
+	}
+	return status;
+}
+
+int vnet_handle_tx(struct vnet_qp *qp)
+{
+	struct vq *vq = &qp->tx;
+	int status;
+
+	if (vq_is_broken(vq))
+		return -EIO;
+	if (!vq->ready)
+		return VNET_IDLE;
+	if (!qp->poll_mode)
+		vq_disable_notify(vq);
+	status = qp->burst && qp->be_ops->tx_burst ? handle_tx_burst(qp) : handle_tx_single(qp);
 	vq_notify(vq);
 	return status;
 }
@@ -339,6 +492,20 @@ static int rx_gather(struct vnet_qp *qp, size_t need, struct gather *g)
 	return GATHER_OK;
 }
 
+/* VIRTIO 1.2 5.1.6.4: num_buffers = buffers used (1 without MRG_RXBUF). Written after the frame
+ * and before the used index publishes it, as vhost-net does. */
+static void rx_set_num_buffers(struct vnet_qp *qp, unsigned k)
+{
+	uint16_t nb = htole16((uint16_t)k);
+	const struct iovec *iov = qp->rx_iov;
+	size_t at = offsetof(struct vnet_hdr, num_buffers);
+
+	if (iov[0].iov_len >= at + sizeof(nb))
+		memcpy((uint8_t *)iov[0].iov_base + at, &nb, sizeof(nb));
+	else
+		vq_iov_from_buf(iov, qp->rx_bufs[0].niov, at, &nb, sizeof(nb));
+}
+
 /* The frame (len bytes, header first) is in the gathered buffers: fix up num_buffers, push the
  * used entries, give back the buffers it did not need. */
 static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
@@ -347,6 +514,15 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 	size_t left = len;
 	unsigned k = 0;
 
+	if (g->nb == 1 && !qp->rx.log) {
+		/* The common case: the frame filled part of one buffer. */
+		vq_push(&qp->rx, b[0].head, (uint32_t)len);
+		if (qp->hdr_len == VNET_HDR_LEN_V1)
+			rx_set_num_buffers(qp, 1);
+		qp->stats.rx_packets++;
+		qp->stats.rx_bytes += len - qp->hdr_len;
+		return;
+	}
 	/* Used entries first into the ring (unpublished until vq_flush), counting buffers. */
 	while (left && k < g->nb) {
 		uint32_t part = b[k].len < left ? b[k].len : (uint32_t)left;
@@ -358,18 +534,8 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 		left -= part;
 		k++;
 	}
-	if (qp->hdr_len == VNET_HDR_LEN_V1) {
-		/* VIRTIO 1.2 5.1.6.4: num_buffers = buffers used (1 without MRG_RXBUF). Written
-		 * after the frame and before the used index publishes it, as vhost-net does. */
-		uint16_t nb = htole16((uint16_t)(qp->mergeable ? k : 1));
-		const struct iovec *iov = qp->rx_iov;
-		size_t at = offsetof(struct vnet_hdr, num_buffers);
-
-		if (iov[0].iov_len >= at + sizeof(nb))
-			memcpy((uint8_t *)iov[0].iov_base + at, &nb, sizeof(nb));
-		else
-			vq_iov_from_buf(iov, b[0].niov, at, &nb, sizeof(nb));
-	}
+	if (qp->hdr_len == VNET_HDR_LEN_V1)
+		rx_set_num_buffers(qp, qp->mergeable ? k : 1);
 	if (g->nb > k)
 		vq_discard(&qp->rx, g->nb - k);
 	qp->stats.rx_packets++;

@@ -425,9 +425,10 @@ static int walk_indirect(struct vq *vq, struct walk *w, const struct desc *d)
 	return 0;
 }
 
-/* Add one data descriptor to the chain. */
-static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct vq_chain *c,
-		     struct iovec *iov, unsigned max_iov)
+/* Map one data descriptor into the chain's iovecs; total is the chain's byte count so far,
+ * this descriptor included. Shared by the one-descriptor fast path and the full walk. */
+static int map_data(struct vq *vq, const struct desc *d, uint64_t total, struct vq_chain *c,
+		    struct iovec *iov, unsigned max_iov)
 {
 	bool wr = d->flags & DESC_F_WRITE;
 	unsigned used = c->nout + c->nin;
@@ -437,15 +438,7 @@ static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct
 		vq_mark_broken(vq, "zero-length descriptor at %#llx", (unsigned long long)d->addr);
 		return -EIO;
 	}
-	/* VIRTIO 1.2 2.7.4.2: device-writable descriptors come after all device-readable ones. */
-	if (!wr && w->seen_write) {
-		vq_mark_broken(vq, "device-readable descriptor after a device-writable one "
-				   "(VIRTIO 1.2 2.7.4.2)");
-		return -EIO;
-	}
-	w->seen_write |= wr;
-	w->total += d->len;
-	if (w->total > vq->max_chain_bytes) {
+	if (total > vq->max_chain_bytes) {
 		vq_mark_broken(vq, "chain longer than %u bytes", vq->max_chain_bytes);
 		return -EIO;
 	}
@@ -470,6 +463,51 @@ static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct
 		c->out_len += d->len;
 	}
 	return 0;
+}
+
+/* A lone descriptor that is non-empty, within the chain limit and wholly inside the region of the
+ * last mapping, with the right permission: map it without a call. False sends the caller to
+ * map_data, which handles every other case and says what is wrong. */
+static inline bool map_lone_fast(struct vq *vq, const struct desc *d, struct vq_chain *c,
+				 struct iovec *iov)
+{
+	unsigned perm = d->flags & DESC_F_WRITE ? GMEM_WRITE : GMEM_READ;
+	const struct gmem_region *r;
+	uint64_t off;
+
+	if (!d->len || d->len > vq->max_chain_bytes || vq->gm_hint >= vq->gm->nregions)
+		return false;
+	r = &vq->gm->regions[vq->gm_hint];
+	off = d->addr - r->gpa; /* off < size also rejects addresses below the region */
+	if (off >= r->size || d->len > r->size - off || (r->perm & perm) != perm)
+		return false;
+	iov[0].iov_base = r->host + off;
+	iov[0].iov_len = d->len;
+	if (perm == GMEM_WRITE) {
+		c->nin = 1;
+		c->in_len = d->len;
+	} else {
+		c->nout = 1;
+		c->out_len = d->len;
+	}
+	return true;
+}
+
+/* Add one data descriptor of a multi-descriptor chain. */
+static int walk_data(struct vq *vq, struct walk *w, const struct desc *d, struct vq_chain *c,
+		     struct iovec *iov, unsigned max_iov)
+{
+	bool wr = d->flags & DESC_F_WRITE;
+
+	/* VIRTIO 1.2 2.7.4.2: device-writable descriptors come after all device-readable ones. */
+	if (!wr && w->seen_write) {
+		vq_mark_broken(vq, "device-readable descriptor after a device-writable one "
+				   "(VIRTIO 1.2 2.7.4.2)");
+		return -EIO;
+	}
+	w->seen_write |= wr;
+	w->total += d->len;
+	return map_data(vq, d, w->total, c, iov, max_iov);
 }
 
 static int walk_chain(struct vq *vq, uint16_t head, struct vq_chain *c, struct iovec *iov,
@@ -549,6 +587,7 @@ static int infl_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsign
 
 int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_iov)
 {
+	struct desc d;
 	uint16_t head;
 	int err;
 
@@ -571,7 +610,17 @@ int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_io
 		return -EIO;
 	}
 	*c = (struct vq_chain){.head = head, .iov = iov};
-	err = walk_chain(vq, head, c, iov, max_iov);
+	d = desc_read(vq, head);
+	if (!(d.flags & (DESC_F_NEXT | DESC_F_INDIRECT))) {
+		/* The common chain of one descriptor: no walk state, same checks (a lone
+		 * descriptor cannot loop, misorder or nest). */
+		c->ndesc = 1;
+		err = max_iov && map_lone_fast(vq, &d, c, iov)
+			  ? 0
+			  : map_data(vq, &d, d.len, c, iov, max_iov);
+	} else {
+		err = walk_chain(vq, head, c, iov, max_iov);
+	}
 	if (err)
 		return err;
 	if (vq->infl)

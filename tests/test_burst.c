@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: MIT
+/*
+ * TX in bursts (backends with tx_burst, such as the TAP over io_uring): a scripted backend takes
+ * some frames of a burst and says "full" for the rest, fails a burst as a whole, or refuses single
+ * frames. Every chain must be completed exactly once, in ring order on the backend side, and the
+ * ones the backend did not take must come back on the next run; a chain with a bad header counts
+ * as one drop however often the burst around it is retried. Also the TAP itself: frames written
+ * in bursts reach the kernel, and a TAP whose io_uring cannot be made falls back per frame.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fakeguest.h"
+#include "netns.h"
+#include "virtap/tap.h"
+#include "virtap/vnet.h"
+
+#define QSIZE	 64
+#define NCHAIN	 48
+#define BUF_SIZE 256
+
+/* The scripted backend: takes up to `room` frames (each frame's first payload byte is recorded
+ * in order), answers -EAGAIN after that; `burst_fail` makes tx_burst fail as a whole. */
+struct script {
+	int room;
+	bool burst_fail;
+	unsigned bursts, singles;
+	unsigned got;
+	uint8_t seq[256];
+};
+
+static ssize_t sc_take(struct script *s, const struct iovec *iov, int n)
+{
+	size_t len = 0;
+
+	if (s->room <= 0)
+		return -EAGAIN;
+	for (int i = 0; i < n; i++)
+		len += iov[i].iov_len;
+	/* iov[0] is the header copy; the frame's first byte follows it */
+	if (n > 1 && s->got < sizeof(s->seq))
+		s->seq[s->got] = ((const uint8_t *)iov[1].iov_base)[0];
+	s->got++;
+	s->room--;
+	return (ssize_t)len;
+}
+
+static ssize_t sc_rx(void *be, const struct iovec *iov, int n)
+{
+	(void)be, (void)iov, (void)n;
+	return -EAGAIN;
+}
+
+static ssize_t sc_tx(void *be, const struct iovec *iov, int n)
+{
+	struct script *s = be;
+
+	s->singles++;
+	return sc_take(s, iov, n);
+}
+
+static int sc_tx_burst(void *be, struct be_msg *m, int n)
+{
+	struct script *s = be;
+
+	if (s->burst_fail)
+		return -ENOSYS;
+	s->bursts++;
+	for (int i = 0; i < n; i++)
+		m[i].res = sc_take(s, m[i].iov, m[i].niov);
+	return n;
+}
+
+static int sc_fd(void *be)
+{
+	(void)be;
+	return -1;
+}
+
+static int sc_hdr(void *be, int len)
+{
+	(void)be, (void)len;
+	return 0;
+}
+
+static int sc_off(void *be, uint64_t f)
+{
+	(void)be, (void)f;
+	return 0;
+}
+
+static uint64_t sc_feat(void *be)
+{
+	(void)be;
+	return 0;
+}
+
+static const struct be_ops script_ops = {
+    .name = "script",
+    .rx = sc_rx,
+    .tx = sc_tx,
+    .fd = sc_fd,
+    .set_hdr_len = sc_hdr,
+    .set_offloads = sc_off,
+    .features = sc_feat,
+    .tx_burst = sc_tx_burst,
+};
+
+struct rig {
+	struct fg g;
+	struct fg_vq rx, tx;
+	struct vnet_qp qp;
+	uint64_t pool;
+};
+
+static const uint64_t features = VNET_BIT(VQ_F_VERSION_1) | VNET_BIT(VIRTIO_NET_F_MRG_RXBUF);
+
+static void rig_up(struct rig *r, const struct be_ops *ops, void *be)
+{
+	memset(r, 0, sizeof(*r));
+	REQUIRE(fg_init(&r->g, 8u << 20) == 0);
+	REQUIRE(fg_vq_init(&r->g, &r->rx, QSIZE) == 0 && fg_vq_init(&r->g, &r->tx, QSIZE) == 0);
+	r->pool = fg_alloc(&r->g, (uint64_t)NCHAIN * BUF_SIZE, 64);
+	REQUIRE(vnet_qp_init(&r->qp, 0, NULL, ops, be) == 0);
+	REQUIRE(fg_vq_attach(&r->rx, &r->qp.rx, "rx0", features) == 0);
+	REQUIRE(fg_vq_attach(&r->tx, &r->qp.tx, "tx0", features) == 0);
+	REQUIRE(vnet_qp_set_features(&r->qp, features) == 0);
+}
+
+static void rig_down(struct rig *r)
+{
+	vnet_qp_destroy(&r->qp);
+	fg_vq_destroy(&r->rx);
+	fg_vq_destroy(&r->tx);
+	fg_destroy(&r->g);
+}
+
+/* Chain i: a 12-byte header then a 60-byte frame whose first byte is i; bad[i] gives it a header
+ * the device refuses (an unknown gso_type). */
+static void post(struct rig *r, unsigned n, const bool *bad)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t gpa = r->pool + (uint64_t)i * BUF_SIZE;
+		uint8_t *p = fg_va(&r->g, gpa);
+		struct fg_buf b = {.gpa = gpa, .len = VNET_HDR_LEN_V1 + 60, .write = false};
+
+		memset(p, 0, b.len);
+		if (bad && bad[i])
+			p[1] = 0x7f; /* gso_type */
+		p[VNET_HDR_LEN_V1] = (uint8_t)i;
+		REQUIRE(fg_add(&r->tx, &b, 1, false) >= 0);
+	}
+	fg_publish(&r->tx, false);
+}
+
+static unsigned reap(struct rig *r, bool *seen, unsigned *dups)
+{
+	uint32_t id, len;
+	unsigned n = 0;
+
+	while (fg_used(&r->tx, &id, &len)) {
+		if (id < QSIZE) {
+			if (seen[id])
+				(*dups)++;
+			seen[id] = true;
+		}
+		n++;
+	}
+	return n;
+}
+
+static void test_partial(void)
+{
+	struct script s = {.room = 20};
+	bool seen[QSIZE] = {false}, bad[NCHAIN] = {false};
+	unsigned dups = 0, done;
+	struct rig r;
+	int st;
+
+	bad[25] = bad[30] = true; /* in the part the backend refuses at first */
+	rig_up(&r, &script_ops, &s);
+	CHECK(r.qp.burst != NULL);
+	post(&r, NCHAIN, bad);
+	st = vnet_handle_tx(&r.qp);
+	CHECK(st == VNET_WAIT_BACKEND);
+	done = reap(&r, seen, &dups);
+	CHECK(done == 20);
+	CHECK(s.got == 20 && s.bursts >= 1);
+	CHECK(r.qp.stats.tx_packets == 20 && r.qp.stats.tx_blocked == 1);
+	CHECK(r.qp.stats.tx_drop_bad_hdr == 0); /* 25 and 30 went back with the tail */
+
+	s.room = 1000;
+	st = vnet_handle_tx(&r.qp);
+	CHECK(st == VNET_IDLE);
+	done += reap(&r, seen, &dups);
+	CHECK(done == NCHAIN && dups == 0);
+	CHECK(s.got == NCHAIN - 2);
+	CHECK(r.qp.stats.tx_packets == NCHAIN - 2 && r.qp.stats.tx_drop_bad_hdr == 2);
+	/* ring order on the backend side, the two bad ones missing */
+	for (unsigned i = 0, k = 0; i < NCHAIN; i++) {
+		if (bad[i])
+			continue;
+		CHECK(s.seq[k] == i);
+		k++;
+	}
+	CHECK(!vq_is_broken(&r.qp.tx));
+	rig_down(&r);
+}
+
+static void test_fallback(void)
+{
+	struct script s = {.room = 10, .burst_fail = true};
+	bool seen[QSIZE] = {false};
+	unsigned dups = 0, done;
+	struct rig r;
+
+	rig_up(&r, &script_ops, &s);
+	post(&r, NCHAIN, NULL);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_WAIT_BACKEND);
+	done = reap(&r, seen, &dups);
+	CHECK(done == 10 && s.bursts == 0 && s.singles == 11); /* the 11th said "full" */
+	s.room = 1000;
+	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
+	done += reap(&r, seen, &dups);
+	CHECK(done == NCHAIN && dups == 0 && s.got == NCHAIN);
+	for (unsigned i = 0; i < NCHAIN; i++)
+		CHECK(s.seq[i] == i);
+	rig_down(&r);
+}
+
+/* Budget: a run stops after tx_budget_pkts chains even in the middle of a burst. */
+static void test_budget(void)
+{
+	struct script s = {.room = 1000};
+	bool seen[QSIZE] = {false};
+	unsigned dups = 0;
+	struct rig r;
+
+	rig_up(&r, &script_ops, &s);
+	r.qp.cfg.tx_budget_pkts = 40;
+	post(&r, NCHAIN, NULL);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_MORE);
+	CHECK(reap(&r, seen, &dups) == 40 && s.got == 40);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
+	CHECK(reap(&r, seen, &dups) == NCHAIN - 40 && dups == 0 && s.got == NCHAIN);
+	rig_down(&r);
+}
+
+/* A real TAP: bursts through io_uring reach the kernel, counted on the TAP's rx side. */
+static unsigned long long tap_rx_packets(const char *ifname)
+{
+	char path[128];
+	unsigned long long v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/class/net/%s/statistics/rx_packets", ifname);
+	f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%llu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
+static void test_tap(bool no_uring)
+{
+	bool seen[QSIZE] = {false};
+	unsigned long long before;
+	unsigned dups = 0;
+	struct tap t;
+	struct rig r;
+
+	REQUIRE(tap_open(&t, "vtburst0", 0) == 0);
+	REQUIRE(tap_set_link("vtburst0", true) == 0);
+	t.uring_failed = no_uring; /* as if io_uring could not be made */
+	rig_up(&r, &tap_be_ops, &t);
+	before = tap_rx_packets("vtburst0");
+	post(&r, NCHAIN, NULL);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
+	CHECK(reap(&r, seen, &dups) == NCHAIN && dups == 0);
+	CHECK(r.qp.stats.tx_packets == NCHAIN && r.qp.stats.tx_drop_backend == 0);
+	CHECK(tap_rx_packets("vtburst0") - before == NCHAIN);
+	CHECK((t.uring != NULL) == !no_uring || !tap_be_ops.tx_burst);
+	rig_down(&r);
+	tap_close(&t);
+	/* closed means gone: the same queue can be opened again at once */
+	REQUIRE(tap_open(&t, "vtburst0", 0) == 0);
+	tap_close(&t);
+	th_sh("ip link del vtburst0 2>/dev/null");
+}
+
+int main(void)
+{
+	test_partial();
+	test_fallback();
+	test_budget();
+	th_private_netns();
+	test_tap(false);
+	test_tap(true);
+	return th_done("burst");
+}
