@@ -44,7 +44,8 @@
 #define ANON_SLACK_KB 2048
 #endif
 #define MAX_GAP_MS    1000 /* longest time A may go without a frame during a flood */
-#define FLOOD_MS      2500 /* how long each timed flood runs */
+#define FLOOD_MS      2500 /* how long each timed flood runs at most */
+#define FLOOD_MIN_MS  1000 /* and at least: long enough to see A move during it */
 #define HOLD	      256  /* connections held at once */
 #define LOG_MAX_FLOOD 120  /* log lines one flood may add, however big */
 
@@ -247,10 +248,10 @@ static void flood_connect_close(const char *what, unsigned max)
 {
 	struct watch w;
 	unsigned n = 0, failed = 0;
-	long long end = th_now_ms() + FLOOD_MS;
+	long long end = th_now_ms() + FLOOD_MS, min_end = end - FLOOD_MS + FLOOD_MIN_MS;
 
 	watch_start(&w);
-	while (n < max && th_now_ms() < end) {
+	while ((n < max || th_now_ms() < min_end) && th_now_ms() < end) {
 		int s = flood_connect(sock_b);
 
 		if (s < 0)
@@ -273,12 +274,12 @@ static void flood_half_messages(void)
 	uint8_t msg[sizeof(h) + 8];
 	struct watch w;
 	unsigned n = 0, failed = 0, refused = 0;
-	long long end = th_now_ms() + FLOOD_MS;
+	long long end = th_now_ms() + FLOOD_MS, min_end = end - FLOOD_MS + FLOOD_MIN_MS;
 
 	memcpy(msg, &h, sizeof(h));
 	memset(msg + sizeof(h), 0, 8);
 	watch_start(&w);
-	while (n < 2000 && th_now_ms() < end) {
+	while ((n < 2000 || th_now_ms() < min_end) && th_now_ms() < end) {
 		int s = flood_connect(sock_b);
 		/* Half a header, a whole header without its payload, or most of the payload. */
 		size_t cut = n % 3 == 0 ? sizeof(h) / 2 : n % 3 == 1 ? sizeof(h) : sizeof(msg) - 1;
@@ -359,7 +360,7 @@ static void flood_busy_port(void)
 	uint32_t sent = 0, rcvd = 0;
 	unsigned n = 0, refused = 0;
 	long lines0 = log_count(NULL), refusals;
-	long long end;
+	long long end, min_end;
 	struct watch w;
 
 	REQUIRE(vufe_connect_opts(&fb, sock_b, MEM, &o) == 0);
@@ -367,7 +368,8 @@ static void flood_busy_port(void)
 	CHECK(echo_round(&fb, &sent, &rcvd));
 	watch_start(&w);
 	end = th_now_ms() + FLOOD_MS;
-	while (n < 3000 && th_now_ms() < end) {
+	min_end = end - FLOOD_MS + FLOOD_MIN_MS;
+	while ((n < 3000 || th_now_ms() < min_end) && th_now_ms() < end) {
 		int c = flood_connect(sock_b);
 
 		if (c >= 0) {
@@ -567,12 +569,12 @@ static void flood_garbage(void)
 {
 	uint8_t junk[512];
 	unsigned n = 0, closed = 0;
-	long long end = th_now_ms() + FLOOD_MS;
+	long long end = th_now_ms() + FLOOD_MS, min_end = end - FLOOD_MS + FLOOD_MIN_MS;
 	struct watch w;
 
 	srand(5);
 	watch_start(&w);
-	while (n < 500 && th_now_ms() < end) {
+	while ((n < 500 || th_now_ms() < min_end) && th_now_ms() < end) {
 		int s = flood_connect(sock_b);
 
 		for (size_t i = 0; i < sizeof(junk); i++)
