@@ -154,16 +154,22 @@ if has "$PARTS" tap; then
     "$BUILD/vt_tap_ceiling" --seconds "$DUR" --warmup 0.5 --sizes "$TAP_SIZES" --cpus 1,0 --batch 256 \
       > "$WORK/ceiling-$r.log" 2>&1 || log "vt_tap_ceiling failed (see $WORK/ceiling-$r.log)"
     probe1=$(bm_probe)
-    bm_cmdlog "$BUILD/vt_loopback" --modes rx,tx --sizes "$TAP_SIZES" --seconds "$DUR"
-    "$BUILD/vt_loopback" --modes rx,tx --sizes "$TAP_SIZES" --seconds "$DUR" \
-      > "$WORK/loopback-$r.log" 2>&1 || log "vt_loopback failed (see $WORK/loopback-$r.log)"
-    probe2=$(bm_probe)
+    for m in ${MODES//,/ }; do
+      # virtap's worker where the ceiling's I/O thread is (CPU 1), generator + guest on CPU 0
+      lopt=(--cpus 1,0)
+      [ "$m" = poll ] && lopt+=(--busy-poll "$POLL_US")
+      bm_cmdlog "$BUILD/vt_loopback" --modes rx,tx --sizes "$TAP_SIZES" --seconds "$DUR" "${lopt[@]}"
+      "$BUILD/vt_loopback" --modes rx,tx --sizes "$TAP_SIZES" --seconds "$DUR" "${lopt[@]}" \
+        > "$WORK/loopback-$r-$m.log" 2>&1 || log "vt_loopback failed (see $WORK/loopback-$r-$m.log)"
+      probe2=$(bm_probe)
+      awk -v r="$r" -v p="$probe1,$probe2" -v path="virtap-$m" '$1 ~ /^(rx|tx)$/ && $5 == "Mpps" {
+          print r "," p "," path "," $1 "," $2 "," $4 "," $6 "," }' \
+        "$WORK/loopback-$r-$m.log" >> "$WORK/tap.csv"
+      probe1=$probe2
+    done
     awk -v r="$r" -v p="$probe,$probe1" '$1 ~ /^(write|read)$/ && $5 == "Mpps" {
         e = ($1 == "read") ? $9 : ""; print r "," p ",ceiling," $1 "," $2 "," $4 "," $6 "," e }' \
       "$WORK/ceiling-$r.log" >> "$WORK/tap.csv"
-    awk -v r="$r" -v p="$probe1,$probe2" '$1 ~ /^(rx|tx)$/ && $5 == "Mpps" {
-        print r "," p ",virtap," $1 "," $2 "," $4 "," $6 "," }' \
-      "$WORK/loopback-$r.log" >> "$WORK/tap.csv"
     log "run $r tap (probes $probe/$probe1/$probe2 ns): $(grep -E ',(ceiling|virtap),' "$WORK/tap.csv" |
       awk -F, -v r="$r" '$1 == r {printf "%s %s %s B %s Mpps; ", $4, $5, $6, $7}')"
   done
