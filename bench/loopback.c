@@ -60,6 +60,8 @@ enum mode { MODE_RX, MODE_TX, MODE_LOOP, NMODES };
 static int cpu_worker = -1, cpu_guest = -1;
 /* --busy-poll: the worker polls the rings, back to notifications after this idle time. */
 static unsigned busy_poll_us;
+/* --rx-batch: rx mode timed the way vt_tap_ceiling times read() (0: continuous feed). */
+static unsigned rx_batch;
 
 static const char *const mode_name[NMODES] = {"rx", "tx", "loop"};
 
@@ -446,7 +448,7 @@ static int bench_setup(struct bench *b)
 			post_tx(b, i, HDR_LEN + b->size);
 		}
 		fg_publish(&b->btx, false);
-	} else {
+	} else if (!(b->mode == MODE_RX && rx_batch)) {
 		refill_rx(b);
 		fg_publish(&b->arx, false);
 	}
@@ -580,6 +582,85 @@ static void print_result(const struct bench *b, const struct result *r, const st
 	fflush(stdout);
 }
 
+/* Queue n frames in vtbA (sendmmsg with qdisc bypass: queued when it returns). */
+static int gen_queue(struct bench *b, unsigned n)
+{
+	uint64_t target = b->gen_sent + n;
+
+	while (b->gen_sent < target) {
+		uint64_t want = target - b->gen_sent;
+		int k = sendmmsg(b->pkt_fd, b->msgs, want > GEN_BATCH ? GEN_BATCH : (unsigned)want,
+				 MSG_DONTWAIT);
+
+		if (k < 0 && errno != EAGAIN && errno != ENOBUFS && errno != EINTR)
+			return -errno;
+		if (k > 0)
+			b->gen_sent += (unsigned)k;
+	}
+	return 0;
+}
+
+/*
+ * rx mode, --rx-batch N: the way vt_tap_ceiling times read(). The guest has no RX buffers out,
+ * so virtap reads nothing while the generator queues N frames in vtbA; then the guest posts N
+ * buffers (kicking if virtap asked for it) and collects them filled. Only the time from posting
+ * to the last used entry counts: virtap reading a queued batch, with no generator running.
+ */
+static int bench_run_batched(struct bench *b, double secs, struct result *r)
+{
+	long long t_meas = now_ns() + WARMUP_NS, t_end = t_meas + (long long)(secs * 1e9), busy = 0;
+	uint64_t pkts = 0, bytes = 0;
+
+	while (now_ns() < t_end) {
+		uint64_t rx0 = b->guest_rx, by0 = b->guest_rx_bytes;
+		uint16_t old = b->arx.avail_idx;
+		unsigned posted = 0, got = 0;
+		long long ts, te;
+		int err = gen_queue(b, rx_batch);
+
+		if (err)
+			return err;
+		ts = now_ns();
+		while (posted < rx_batch && b->nfree && post_rx(b, b->free_bufs[b->nfree - 1])) {
+			b->nfree--;
+			posted++;
+		}
+		guest_publish(&b->arx, old);
+		while (got < posted && now_ns() - ts < 1000000000ll) {
+			uint32_t id, len;
+
+			while (fg_used(&b->arx, &id, &len)) {
+				guest_take_rx(b, b->rx_owner[id], len);
+				b->free_bufs[b->nfree++] = b->rx_owner[id];
+				got++;
+			}
+		}
+		te = now_ns();
+		if (got < posted) {
+			fprintf(stderr, "rx batch: %u of %u buffers came back within 1 s\n", got,
+				posted);
+			return -ETIMEDOUT;
+		}
+		if (ts >= t_meas) {
+			busy += te - ts;
+			pkts += b->guest_rx - rx0;
+			bytes += b->guest_rx_bytes - by0;
+		}
+	}
+	if (!busy)
+		return -EIO;
+	*r = (struct result){.mode = b->mode,
+			     .size = b->size,
+			     .pkts = pkts,
+			     .mpps = (double)pkts / ((double)busy / 1e9) / 1e6,
+			     .gbps = (double)bytes * 8 / ((double)busy / 1e9) / 1e9};
+	printf("%-4s %5u B: %.3f Mpps %.3f Gbit/s (batches of %u timed from posting the buffers "
+	       "to the last used entry; %llu frames, foreign %llu)\n",
+	       mode_name[r->mode], r->size, r->mpps, r->gbps, rx_batch, (unsigned long long)pkts,
+	       (unsigned long long)b->foreign);
+	return 0;
+}
+
 /* Drive traffic for the warm-up plus secs, measure over the last secs. */
 static int bench_run(struct bench *b, double secs, struct result *r)
 {
@@ -660,7 +741,7 @@ static int measure(enum mode mode, unsigned size, double secs, struct result *r)
 		free(b);
 		return err;
 	}
-	err = bench_run(b, secs, r);
+	err = mode == MODE_RX && rx_batch ? bench_run_batched(b, secs, r) : bench_run(b, secs, r);
 	bench_teardown(b);
 	free(b);
 	return err;
@@ -673,7 +754,7 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: vt_loopback [--seconds N] [--sizes 64,1500] [--modes rx,tx,loop] [--cpus W,G]\n"
-	    "                   [--busy-poll US]\n"
+	    "                   [--busy-poll US] [--rx-batch N]\n"
 	    "\n"
 	    "Moves frames TAP -> virtap -> fake guest -> virtap -> TAP inside a private network\n"
 	    "namespace and prints packets per second and Gbit/s. Needs root.\n"
@@ -686,6 +767,9 @@ static void usage(FILE *f)
 	    "                CPU G (default: not pinned)\n"
 	    "  --busy-poll US  the worker polls the rings while traffic flows, back to\n"
 	    "                notifications after US microseconds idle (default 0: off)\n"
+	    "  --rx-batch N  rx mode timed like vt_tap_ceiling's read(): N frames queued in the\n"
+	    "                TAP while the guest has no buffers out, then timed from posting N\n"
+	    "                buffers to the last one filled (default: continuous feed)\n"
 	    "  --help        this text\n"
 	    "\n"
 	    "Exit status: 0 success, 77 cannot run here (not root), 1 failure (no frame moved).\n",
@@ -793,6 +877,7 @@ int main(int argc, char **argv)
 	    {"modes", required_argument, NULL, 'm'},
 	    {"cpus", required_argument, NULL, 'c'},
 	    {"busy-poll", required_argument, NULL, 'b'},
+	    {"rx-batch", required_argument, NULL, 'B'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -803,7 +888,7 @@ int main(int argc, char **argv)
 	int c, failed = 0;
 	char *end;
 
-	while ((c = getopt_long(argc, argv, "s:z:m:c:b:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:z:m:c:b:B:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			secs = strtod(optarg, &end);
@@ -828,6 +913,16 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			busy_poll_us = (unsigned)v;
+			break;
+		}
+		case 'B': {
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (end == optarg || *end || v < 1 || v > QSIZE) {
+				fprintf(stderr, "--rx-batch: want 1..%d frames\n", QSIZE);
+				return 2;
+			}
+			rx_batch = (unsigned)v;
 			break;
 		}
 		case 'z':

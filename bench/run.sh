@@ -161,10 +161,17 @@ if has "$PARTS" tap; then
       bm_cmdlog "$BUILD/vt_loopback" --modes rx,tx --sizes "$TAP_SIZES" --seconds "$DUR" "${lopt[@]}"
       "$BUILD/vt_loopback" --modes rx,tx --sizes "$TAP_SIZES" --seconds "$DUR" "${lopt[@]}" \
         > "$WORK/loopback-$r-$m.log" 2>&1 || log "vt_loopback failed (see $WORK/loopback-$r-$m.log)"
+      # RX again, timed like the ceiling's read(): batches of 256 queued beforehand
+      bm_cmdlog "$BUILD/vt_loopback" --modes rx --rx-batch 256 --sizes "$TAP_SIZES" --seconds "$DUR" "${lopt[@]}"
+      "$BUILD/vt_loopback" --modes rx --rx-batch 256 --sizes "$TAP_SIZES" --seconds "$DUR" "${lopt[@]}" \
+        > "$WORK/loopback-$r-$m-batch.log" 2>&1 || log "vt_loopback failed (see $WORK/loopback-$r-$m-batch.log)"
       probe2=$(bm_probe)
       awk -v r="$r" -v p="$probe1,$probe2" -v path="virtap-$m" '$1 ~ /^(rx|tx)$/ && $5 == "Mpps" {
           print r "," p "," path "," $1 "," $2 "," $4 "," $6 "," }' \
         "$WORK/loopback-$r-$m.log" >> "$WORK/tap.csv"
+      awk -v r="$r" -v p="$probe1,$probe2" -v path="virtap-$m" '$1 == "rx" && $5 == "Mpps" {
+          print r "," p "," path ",rxbatch," $2 "," $4 "," $6 "," }' \
+        "$WORK/loopback-$r-$m-batch.log" >> "$WORK/tap.csv"
       probe1=$probe2
     done
     awk -v r="$r" -v p="$probe,$probe1" '$1 ~ /^(write|read)$/ && $5 == "Mpps" {
