@@ -776,46 +776,6 @@ static void usage(FILE *f)
 	    MIN_FRAME, MAX_FRAME);
 }
 
-static int parse_sizes(const char *s, unsigned *sizes, unsigned *n)
-{
-	*n = 0;
-	while (*s) {
-		char *end;
-		unsigned long v = strtoul(s, &end, 10);
-
-		if (end == s || v < MIN_FRAME || v > MAX_FRAME || *n >= MAX_SIZES ||
-		    (*end && *end != ','))
-			return -EINVAL;
-		sizes[(*n)++] = (unsigned)v;
-		s = *end ? end + 1 : end;
-	}
-	return *n ? 0 : -EINVAL;
-}
-
-static int parse_modes(const char *s, bool *on)
-{
-	unsigned any = 0;
-
-	for (unsigned m = 0; m < NMODES; m++)
-		on[m] = false;
-	while (*s) {
-		size_t len = strcspn(s, ",");
-		unsigned m;
-
-		for (m = 0; m < NMODES; m++)
-			if (strlen(mode_name[m]) == len && !strncmp(s, mode_name[m], len))
-				break;
-		if (m == NMODES)
-			return -EINVAL;
-		on[m] = true;
-		any++;
-		s += len;
-		if (*s)
-			s++;
-	}
-	return any ? 0 : -EINVAL;
-}
-
 static void print_header(const unsigned *sizes, unsigned nsizes, const bool *on, double secs)
 {
 	printf("vt_loopback: virtap's TAP datapath, end to end, in a private network namespace\n"
@@ -926,7 +886,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'z':
-			if (parse_sizes(optarg, sizes, &nsizes)) {
+			if (parse_list(optarg, sizes, &nsizes, MAX_SIZES, MIN_FRAME, MAX_FRAME)) {
 				fprintf(stderr,
 					"--sizes: want up to %d comma-separated sizes, %d..%d\n",
 					MAX_SIZES, MIN_FRAME, MAX_FRAME);
@@ -934,7 +894,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'm':
-			if (parse_modes(optarg, on)) {
+			if (parse_names(optarg, mode_name, NMODES, on)) {
 				fprintf(stderr,
 					"--modes: want a comma-separated list of rx, tx, loop\n");
 				return 2;

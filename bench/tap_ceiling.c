@@ -382,45 +382,6 @@ static int measure(struct run *r, double warmup, double secs, struct result *res
 	return res->frames ? 0 : -EIO;
 }
 
-static int parse_list(const char *s, unsigned *v, unsigned *n, unsigned lo, unsigned hi)
-{
-	*n = 0;
-	while (*s) {
-		char *end;
-		unsigned long x = strtoul(s, &end, 10);
-
-		if (end == s || x < lo || x > hi || *n >= MAX_SIZES || (*end && *end != ','))
-			return -EINVAL;
-		v[(*n)++] = (unsigned)x;
-		s = *end ? end + 1 : end;
-	}
-	return *n ? 0 : -EINVAL;
-}
-
-static int parse_modes(const char *s, bool *on)
-{
-	unsigned any = 0;
-
-	for (unsigned m = 0; m < NMODES; m++)
-		on[m] = false;
-	while (*s) {
-		size_t len = strcspn(s, ",");
-		unsigned m;
-
-		for (m = 0; m < NMODES; m++)
-			if (strlen(mode_name[m]) == len && !strncmp(s, mode_name[m], len))
-				break;
-		if (m == NMODES)
-			return -EINVAL;
-		on[m] = true;
-		any++;
-		s += len;
-		if (*s)
-			s++;
-	}
-	return any ? 0 : -EINVAL;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(
@@ -477,11 +438,11 @@ int main(int argc, char **argv)
 				goto bad;
 			break;
 		case 'z':
-			if (parse_list(optarg, sizes, &nsizes, MIN_FRAME, MAX_FRAME))
+			if (parse_list(optarg, sizes, &nsizes, MAX_SIZES, MIN_FRAME, MAX_FRAME))
 				goto bad;
 			break;
 		case 'm':
-			if (parse_modes(optarg, on))
+			if (parse_names(optarg, mode_name, NMODES, on))
 				goto bad;
 			break;
 		case 'b':

@@ -66,45 +66,12 @@ struct traffic {
 
 static struct traffic ta;
 
-static size_t len_of(uint32_t seq)
-{
-	return 60 + (seq * 2654435761u >> 7) % 1455u; /* 60..1514 */
-}
-
-/* One round: 16 frames out, the same 16 back in order and byte-exact. */
-static bool echo_round(struct vufe *fe, uint32_t *sent, uint32_t *rcvd)
-{
-	static __thread uint8_t frame[VUFE_BUF], got[VUFE_BUF];
-
-	vufe_reap_tx(fe, 0);
-	for (unsigned k = 0; k < 16; k++) {
-		uint32_t seq = (*sent)++;
-
-		make_frame(frame, len_of(seq), seq);
-		if (vufe_send(fe, frame, len_of(seq)) < 0)
-			return false;
-	}
-	while (*rcvd != *sent) {
-		uint32_t seq = (*rcvd)++;
-		long n = vufe_recv_q(fe, 0, got, sizeof(got), VUFE_WAIT_MS);
-
-		make_frame(frame, len_of(seq), seq);
-		if (n != (long)len_of(seq) || memcmp(got, frame, (size_t)n) != 0) {
-			fprintf(stderr, "  frame %u: got %ld bytes, want %zu\n", seq, n,
-				len_of(seq));
-			return false;
-		}
-	}
-	vufe_post_rx(fe, 256, VUFE_BUF);
-	return vufe_tx_drain(fe, 0, VUFE_WAIT_MS) && !fe->bad_used && !fe->bad_rx;
-}
-
 static void *traffic_main(void *arg)
 {
 	struct traffic *t = arg;
 
 	while (!__atomic_load_n(&t->stop, __ATOMIC_RELAXED)) {
-		if (!echo_round(&t->fe, &t->sent, &t->rcvd)) {
+		if (!vufe_echo_round(&t->fe, &t->sent, &t->rcvd)) {
 			__atomic_fetch_add(&t->bad, 1, __ATOMIC_RELAXED);
 			break; /* the sequence is lost: stop rather than count every frame after */
 		}
@@ -365,7 +332,7 @@ static void flood_busy_port(void)
 
 	REQUIRE(vufe_connect_opts(&fb, sock_b, MEM, &o) == 0);
 	REQUIRE(vufe_post_rx(&fb, 128, VUFE_BUF) == 128);
-	CHECK(echo_round(&fb, &sent, &rcvd));
+	CHECK(vufe_echo_round(&fb, &sent, &rcvd));
 	watch_start(&w);
 	end = th_now_ms() + FLOOD_MS;
 	min_end = end - FLOOD_MS + FLOOD_MIN_MS;
@@ -380,7 +347,7 @@ static void flood_busy_port(void)
 		if (!(n % 64)) {
 			watch_tick(&w);
 			/* B's own frontend is never disturbed by the others. */
-			CHECK(echo_round(&fb, &sent, &rcvd));
+			CHECK(vufe_echo_round(&fb, &sent, &rcvd));
 		}
 	}
 	for (unsigned i = 0; i < HOLD / 2; i++)
@@ -391,7 +358,7 @@ static void flood_busy_port(void)
 			close(s[i]);
 	}
 	n += HOLD / 2;
-	CHECK(echo_round(&fb, &sent, &rcvd));
+	CHECK(vufe_echo_round(&fb, &sent, &rcvd));
 	refusals = log_count("refused another frontend");
 	printf("busy port: %u connections while B served a frontend, %u refused at once; B's "
 	       "frontend echoed %u frames meanwhile; log: +%ld lines (%ld refusal lines since the "
@@ -607,7 +574,7 @@ static void frontend_after(void)
 	REQUIRE(vufe_connect_opts(&fb, sock_b, MEM, &o) == 0);
 	REQUIRE(vufe_post_rx(&fb, 128, VUFE_BUF) == 128);
 	for (int i = 0; i < 8; i++)
-		ok &= echo_round(&fb, &sent, &rcvd);
+		ok &= vufe_echo_round(&fb, &sent, &rcvd);
 	CHECK(ok);
 	printf("afterwards: a new frontend on B echoed %u frames byte-exact\n", sent);
 	vufe_close(&fb);

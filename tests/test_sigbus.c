@@ -39,42 +39,12 @@ static pid_t vt = -1;
 static struct vufe fa;
 static uint32_t a_sent, a_rcvd;
 
-static size_t len_of(uint32_t seq)
-{
-	return 60 + (seq * 2654435761u >> 7) % 1455u; /* 60..1514 */
-}
-
-/* 16 frames out and back, in order and byte-exact. */
-static bool echo_round(struct vufe *fe, uint32_t *sent, uint32_t *rcvd)
-{
-	static uint8_t frame[VUFE_BUF], got[VUFE_BUF];
-
-	vufe_reap_tx(fe, 0);
-	for (unsigned k = 0; k < 16; k++) {
-		uint32_t seq = (*sent)++;
-
-		make_frame(frame, len_of(seq), seq);
-		if (vufe_send(fe, frame, len_of(seq)) < 0)
-			return false;
-	}
-	while (*rcvd != *sent) {
-		uint32_t seq = (*rcvd)++;
-		long n = vufe_recv_q(fe, 0, got, sizeof(got), VUFE_WAIT_MS);
-
-		make_frame(frame, len_of(seq), seq);
-		if (n != (long)len_of(seq) || memcmp(got, frame, (size_t)n) != 0)
-			return false;
-	}
-	vufe_post_rx(fe, 256, VUFE_BUF);
-	return vufe_tx_drain(fe, 0, VUFE_WAIT_MS) && !fe->bad_used && !fe->bad_rx;
-}
-
 static bool a_rounds(unsigned n)
 {
 	bool ok = true;
 
 	for (unsigned i = 0; i < n && ok; i++)
-		ok = echo_round(&fa, &a_sent, &a_rcvd);
+		ok = vufe_echo_round(&fa, &a_sent, &a_rcvd);
 	return ok;
 }
 
@@ -135,7 +105,7 @@ static bool b_serves(void)
 		printf("  (B's new frontend first took %u frames left from the broken session)\n",
 		       stale);
 	for (int i = 0; i < 4 && ok; i++)
-		ok = echo_round(&fb, &sent, &rcvd);
+		ok = vufe_echo_round(&fb, &sent, &rcvd);
 	vufe_close(&fb);
 	return ok;
 }
@@ -164,7 +134,7 @@ static void test_guest_ram(int fds_base)
 	REQUIRE(vufe_connect_opts(&fb, sock_b, MEM, &o) == 0);
 	REQUIRE(vufe_post_rx(&fb, 128, VUFE_BUF) == 128);
 	for (int i = 0; i < 8 && ok; i++)
-		ok = echo_round(&fb, &sent, &rcvd) && a_rounds(1);
+		ok = vufe_echo_round(&fb, &sent, &rcvd) && a_rounds(1);
 	CHECK(ok);
 	/* The test driver lays out RX ring, RX buffers, TX ring, TX buffers: cut the file at the
 	 * first page boundary after the TX ring, so rings stay and TX buffers go. */
@@ -222,11 +192,11 @@ static void test_inflight_area(int fds_base)
 	REQUIRE(vufe_start(&fb, sock_b) == 0);
 	REQUIRE(vufe_post_rx(&fb, 128, VUFE_BUF) == 128);
 	for (int i = 0; i < 4 && ok; i++)
-		ok = echo_round(&fb, &sent, &rcvd) && a_rounds(1);
+		ok = vufe_echo_round(&fb, &sent, &rcvd) && a_rounds(1);
 	CHECK(ok);
 	REQUIRE(ftruncate(fd, 0) == 0);
 	/* The daemon marks each chain it takes in the area: the next frames fault there. */
-	(void)echo_round(&fb, &sent, &rcvd);
+	(void)vufe_echo_round(&fb, &sent, &rcvd);
 	CHECK(vufe_peer_closed(fb.sock, 5000));
 	CHECK(daemon_alive());
 	CHECK(a_rounds(4));

@@ -71,19 +71,32 @@ int gmem_map(const struct gmem *gm, uint64_t gpa, uint64_t len, unsigned perm, s
 int gmem_map_slow(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len, unsigned perm,
 		  struct iovec *iov, int max);
 
+/* The one-region case of gmem_map: [gpa, gpa + len) wholly inside the region *hint names, with
+ * perm. NULL sends the caller to the full lookup, which also says what is wrong. */
+static inline void *gmem_hint_ptr(const struct gmem *gm, unsigned hint, uint64_t gpa, uint64_t len,
+				  unsigned perm)
+{
+	const struct gmem_region *r;
+	uint64_t off;
+
+	if (hint >= gm->nregions)
+		return NULL;
+	r = &gm->regions[hint];
+	off = gpa - r->gpa; /* off < size also rejects gpa below the region (it wraps) */
+	if (!len || off >= r->size || len > r->size - off || (r->perm & perm) != perm)
+		return NULL;
+	return r->host + off;
+}
+
 static inline int gmem_map_hint(const struct gmem *gm, unsigned *hint, uint64_t gpa, uint64_t len,
 				unsigned perm, struct iovec *iov, int max)
 {
-	if (*hint < gm->nregions && max > 0) {
-		const struct gmem_region *r = &gm->regions[*hint];
-		uint64_t off = gpa - r->gpa;
+	void *p = max > 0 ? gmem_hint_ptr(gm, *hint, gpa, len, perm) : NULL;
 
-		/* off < size also rejects gpa below the region (the subtraction wraps). */
-		if (len && off < r->size && len <= r->size - off && (r->perm & perm) == perm) {
-			iov[0].iov_base = r->host + off;
-			iov[0].iov_len = len;
-			return 1;
-		}
+	if (p) {
+		iov[0].iov_base = p;
+		iov[0].iov_len = len;
+		return 1;
 	}
 	return gmem_map_slow(gm, hint, gpa, len, perm, iov, max);
 }

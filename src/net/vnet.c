@@ -265,6 +265,30 @@ static int tx_one(struct vnet_qp *qp, const struct vq_chain *c)
 	return tx_result(qp, qp->be_ops->tx(qp->be, m.iov, m.niov), c->out_len - qp->hdr_len);
 }
 
+/*
+ * The ring looked empty. Outside poll mode, ask for a kick and look again: a chain the driver
+ * added before it saw the request would otherwise wait for a kick that never comes (VIRTIO 1.2
+ * 2.7.10). True: chains arrived after all (kicks are off again), go on processing.
+ */
+static bool ring_dry_recheck(struct vnet_qp *qp, struct vq *vq)
+{
+	if (qp->poll_mode || !vq_enable_notify(vq))
+		return false;
+	vq_disable_notify(vq);
+	return true;
+}
+
+/* Common start of a handler. False: nothing to do, return *status. */
+static bool handler_enter(struct vnet_qp *qp, struct vq *vq, int *status)
+{
+	*status = vq_is_broken(vq) ? -EIO : VNET_IDLE;
+	if (vq_is_broken(vq) || !vq->ready)
+		return false;
+	if (!qp->poll_mode) /* kicks are noise while we are draining the ring anyway */
+		vq_disable_notify(vq);
+	return true;
+}
+
 static int handle_tx_single(struct vnet_qp *qp)
 {
 	struct vq *vq = &qp->tx;
@@ -286,11 +310,8 @@ static int handle_tx_single(struct vnet_qp *qp)
 			break;
 		}
 		if (r == 0) {
-			/* Re-check after re-enabling kicks: a chain may have slipped in. */
-			if (!qp->poll_mode && vq_enable_notify(vq)) {
-				vq_disable_notify(vq);
+			if (ring_dry_recheck(qp, vq))
 				continue;
-			}
 			break;
 		}
 		r = tx_one(qp, &c);
@@ -333,10 +354,8 @@ static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, un
 		if (r < 0)
 			return -EIO;
 		if (r == 0) {
-			if (!qp->poll_mode && vq_enable_notify(vq)) {
-				vq_disable_notify(vq);
+			if (ring_dry_recheck(qp, vq))
 				continue;
-			}
 			return VNET_IDLE;
 		}
 		r = tx_prepare(qp, &c, &b->hdr[*nsend], &b->msg[*nsend]);
@@ -424,12 +443,8 @@ int vnet_handle_tx(struct vnet_qp *qp)
 	struct vq *vq = &qp->tx;
 	int status;
 
-	if (vq_is_broken(vq))
-		return -EIO;
-	if (!vq->ready)
-		return VNET_IDLE;
-	if (!qp->poll_mode)
-		vq_disable_notify(vq);
+	if (!handler_enter(qp, vq, &status))
+		return status;
 	status = qp->burst && qp->be_ops->tx_burst ? handle_tx_burst(qp) : handle_tx_single(qp);
 	vq_notify(vq);
 	return status;
@@ -506,6 +521,23 @@ static void rx_set_num_buffers(struct vnet_qp *qp, unsigned k)
 		vq_iov_from_buf(iov, qp->rx_bufs[0].niov, at, &nb, sizeof(nb));
 }
 
+/*
+ * Live migration: mark the pages of the frame's first nb buffers dirty. Only after the last
+ * write to them (num_buffers): the frontend may collect and clear a mark and copy the page at
+ * any moment, and a write after the mark it consumed would never reach the destination.
+ */
+static void rx_log_frame(struct vnet_qp *qp, unsigned nb, size_t len)
+{
+	const struct vnet_rxbuf *b = qp->rx_bufs;
+
+	for (unsigned k = 0; k < nb && len; k++) {
+		size_t part = b[k].len < len ? b[k].len : len;
+
+		gmem_log_iov(qp->rx.log, qp->rx.gm, qp->rx_iov + b[k].iov_at, b[k].niov, part);
+		len -= part;
+	}
+}
+
 /* The frame (len bytes, header first) is in the gathered buffers: fix up num_buffers, push the
  * used entries, give back the buffers it did not need. */
 static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
@@ -528,14 +560,13 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 		uint32_t part = b[k].len < left ? b[k].len : (uint32_t)left;
 
 		vq_push(&qp->rx, b[k].head, part);
-		if (qp->rx.log) /* live migration: the frame's pages are dirty now */
-			gmem_log_iov(qp->rx.log, qp->rx.gm, qp->rx_iov + b[k].iov_at, b[k].niov,
-				     part);
 		left -= part;
 		k++;
 	}
 	if (qp->hdr_len == VNET_HDR_LEN_V1)
 		rx_set_num_buffers(qp, qp->mergeable ? k : 1);
+	if (qp->rx.log)
+		rx_log_frame(qp, k, len);
 	if (g->nb > k)
 		vq_discard(&qp->rx, g->nb - k);
 	qp->stats.rx_packets++;
@@ -661,14 +692,10 @@ int vnet_handle_rx(struct vnet_qp *qp)
 	struct vq *vq = &qp->rx;
 	uint64_t pkts0 = qp->stats.rx_packets, bytes0 = qp->stats.rx_bytes;
 	unsigned loops = 0;
-	int status = VNET_IDLE;
+	int status;
 
-	if (vq_is_broken(vq))
-		return -EIO;
-	if (!vq->ready)
-		return VNET_IDLE;
-	if (!qp->poll_mode)
-		vq_disable_notify(vq);
+	if (!handler_enter(qp, vq, &status))
+		return status;
 	for (;;) {
 		int r;
 
@@ -689,12 +716,9 @@ int vnet_handle_rx(struct vnet_qp *qp)
 			continue;
 		if (r == READ_EMPTY)
 			break;
-		/* Out of guest buffers: ask for a kick, but re-check so a refill that raced with
-		 * us is not missed. */
-		if (!qp->poll_mode && vq_enable_notify(vq)) {
-			vq_disable_notify(vq);
+		/* Out of guest buffers: wait for a refill, unless one raced with us. */
+		if (ring_dry_recheck(qp, vq))
 			continue;
-		}
 		if (!qp->poll_mode)
 			qp->stats.rx_paused++;
 		status = VNET_WAIT_GUEST;

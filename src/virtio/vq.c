@@ -472,16 +472,14 @@ static inline bool map_lone_fast(struct vq *vq, const struct desc *d, struct vq_
 				 struct iovec *iov)
 {
 	unsigned perm = d->flags & DESC_F_WRITE ? GMEM_WRITE : GMEM_READ;
-	const struct gmem_region *r;
-	uint64_t off;
+	void *p;
 
-	if (!d->len || d->len > vq->max_chain_bytes || vq->gm_hint >= vq->gm->nregions)
+	if (d->len > vq->max_chain_bytes)
 		return false;
-	r = &vq->gm->regions[vq->gm_hint];
-	off = d->addr - r->gpa; /* off < size also rejects addresses below the region */
-	if (off >= r->size || d->len > r->size - off || (r->perm & perm) != perm)
+	p = gmem_hint_ptr(vq->gm, vq->gm_hint, d->addr, d->len, perm);
+	if (!p)
 		return false;
-	iov[0].iov_base = r->host + off;
+	iov[0].iov_base = p;
 	iov[0].iov_len = d->len;
 	if (perm == GMEM_WRITE) {
 		c->nin = 1;

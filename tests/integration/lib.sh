@@ -22,6 +22,8 @@ vt_cleanup() {
   ip netns del "$NS" 2>/dev/null || true
   if [ $rc -ne 0 ] || [ $FAILS -ne 0 ]; then
     for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
+    # VT_KEEP_WORK=1 keeps the whole work directory (all logs) of a failed run for a post-mortem.
+    [ -n "${VT_KEEP_WORK:-}" ] && { echo "kept $WORK"; return; }
   fi
   rm -rf "$WORK"
 }

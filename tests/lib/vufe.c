@@ -8,6 +8,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -17,6 +18,7 @@
 
 #include "../../src/vhost/vu_proto.h"
 #include "netns.h"
+#include "rig.h"
 #include "virtap/vnet_defs.h"
 #include "vufe.h"
 
@@ -700,4 +702,37 @@ long vufe_recv_q(struct vufe *fe, unsigned qp, void *buf, size_t cap, int ms)
 long vufe_recv(struct vufe *fe, void *buf, size_t cap)
 {
 	return vufe_recv_q(fe, 0, buf, cap, 0);
+}
+
+static size_t echo_len(uint32_t seq)
+{
+	return 60 + (seq * 2654435761u >> 7) % 1455u; /* 60..1514, scattered */
+}
+
+bool vufe_echo_round(struct vufe *fe, uint32_t *sent, uint32_t *rcvd)
+{
+	static __thread uint8_t frame[VUFE_BUF], got[VUFE_BUF];
+
+	vufe_reap_tx(fe, 0);
+	for (unsigned k = 0; k < 16; k++) {
+		uint32_t seq = (*sent)++;
+
+		make_frame(frame, echo_len(seq), seq);
+		if (vufe_send(fe, frame, echo_len(seq)) < 0)
+			return false;
+	}
+	while (*rcvd != *sent) {
+		uint32_t seq = (*rcvd)++;
+		long n = vufe_recv_q(fe, 0, got, sizeof(got), VUFE_WAIT_MS);
+
+		make_frame(frame, echo_len(seq), seq);
+		if (n != (long)echo_len(seq) || memcmp(got, frame, (size_t)n) != 0) {
+			fprintf(stderr, "  echo frame %u: got %ld bytes, want %zu%s\n", seq, n,
+				echo_len(seq),
+				n == (long)echo_len(seq) ? " (contents differ)" : "");
+			return false;
+		}
+	}
+	vufe_post_rx(fe, 256, VUFE_BUF);
+	return vufe_tx_drain(fe, 0, VUFE_WAIT_MS) && !fe->bad_used && !fe->bad_rx;
 }

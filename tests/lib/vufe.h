@@ -145,4 +145,9 @@ bool vufe_tx_drain(struct vufe *fe, unsigned qp, int ms);
 long vufe_recv(struct vufe *fe, void *buf, size_t cap);
 long vufe_recv_q(struct vufe *fe, unsigned qp, void *buf, size_t cap, int ms);
 
+/* Against an echo backend on queue pair 0: 16 frames out (sequence numbers from *sent, sizes
+ * 60..1514), the same 16 back in order and byte-exact, RX refilled, TX reaped. False on any
+ * loss, difference or bad ring entry (a line on stderr says which frame). */
+bool vufe_echo_round(struct vufe *fe, uint32_t *sent, uint32_t *rcvd);
+
 #endif
