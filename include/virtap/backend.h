@@ -7,6 +7,7 @@
 #ifndef VIRTAP_BACKEND_H
 #define VIRTAP_BACKEND_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -40,6 +41,10 @@ struct be_ops {
 	 * after the first -EAGAIN every later one is -EAGAIN too. Returns n, or -errno when the
 	 * burst as a whole could not be done (then the caller uses tx; nothing was moved). */
 	int (*tx_burst)(void *be, struct be_msg *m, int n);
+	/* Optional (NULL: unknown). True when rx would say -EAGAIN right now, known without a
+	 * system call; the device then leaves the guest's RX ring alone instead of popping
+	 * buffers only to give them back. */
+	bool (*rx_empty)(void *be);
 };
 
 #endif

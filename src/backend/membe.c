@@ -225,6 +225,13 @@ static ssize_t membe_tx(void *be, const struct iovec *iov, int n)
 	return (ssize_t)len;
 }
 
+static bool membe_rx_empty(void *be)
+{
+	const struct membe *m = be;
+
+	return m->mode == MEMBE_ECHO ? m->count == 0 : m->mode != MEMBE_SOURCE;
+}
+
 static int membe_fd(void *be)
 {
 	return ((struct membe *)be)->efd;
@@ -260,4 +267,5 @@ const struct be_ops membe_ops = {
     .set_hdr_len = membe_set_hdr_len,
     .set_offloads = membe_set_offloads,
     .features = membe_features,
+    .rx_empty = membe_rx_empty,
 };

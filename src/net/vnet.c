@@ -635,6 +635,8 @@ static int rx_read_one(struct vnet_qp *qp)
 
 	if (want < min_len)
 		want = min_len;
+	if (qp->be_ops->rx_empty && qp->be_ops->rx_empty(qp->be))
+		return READ_EMPTY;
 	r = rx_gather(qp, want, &g);
 	if (r < 0)
 		return r;
