@@ -8,6 +8,7 @@
 #ifndef VIRTAP_VQ_H
 #define VIRTAP_VQ_H
 
+#include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -144,8 +145,23 @@ int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_io
 unsigned vq_avail_count(struct vq *vq);
 /* Give back the last n popped chains; they will be popped again. */
 void vq_discard(struct vq *vq, unsigned n);
-/* Stage a used entry; nothing is visible to the driver until vq_flush. */
-void vq_push(struct vq *vq, uint16_t head, uint32_t len);
+/* vq_push for a queue with inflight tracking or a dirty log (or broken). */
+void vq_push_tracked(struct vq *vq, uint16_t head, uint32_t len);
+/* Stage a used entry; nothing is visible to the driver until vq_flush. Inline: it runs once
+ * per frame and direction, and the plain case is two stores. */
+static inline void vq_push(struct vq *vq, uint16_t head, uint32_t len)
+{
+	volatile uint32_t *e;
+
+	if (vq->broken || vq->infl || vq->log_used) {
+		vq_push_tracked(vq, head, len);
+		return;
+	}
+	e = (volatile uint32_t *)(vq->used + 4 + 8u * (vq->used_idx & (vq->num - 1)));
+	__atomic_store_n(e, htole32(head), __ATOMIC_RELAXED);
+	__atomic_store_n(e + 1, htole32(len), __ATOMIC_RELAXED);
+	vq->used_idx++;
+}
 /* Publish staged used entries with one index store. */
 void vq_flush(struct vq *vq);
 /* vq_flush, then signal call_fd unless the driver suppressed it. Returns true if signalled. */

@@ -697,7 +697,7 @@ static void infl_flush(struct vq *vq)
 	st16(in->region + INFL_USED_IDX, vq->used_idx, __ATOMIC_RELEASE);
 }
 
-void vq_push(struct vq *vq, uint16_t head, uint32_t len)
+void vq_push_tracked(struct vq *vq, uint16_t head, uint32_t len)
 {
 	uint64_t off = 4 + 8u * (vq->used_idx & (vq->num - 1));
 	volatile uint8_t *e = vq->used + off;
