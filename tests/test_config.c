@@ -109,6 +109,10 @@ static void test_args_bad(void)
 	BAD("socket", NULL, "--tap", "vt0");
 	BAD("no port", NULL, "-l", "info");
 	BAD("tap", "port1", "-p", "socket=/a,tap=t0", "-p", "socket=/b");
+	/* A port option outside --port, with no --socket port to belong to: where it goes. */
+	BAD("--busy-poll belongs to the port given by --socket/--tap", "busy-poll=VALUE", "-p",
+	    "socket=/a,tap=t0", "--busy-poll", "200");
+	BAD("--mtu belongs to", "mtu=VALUE", "--mtu", "9000", "-p", "socket=/a,tap=t0");
 
 	/* --queues. */
 	BAD("--queues", "'0'", "-s", "/a", "-t", "t", "--queues", "0");

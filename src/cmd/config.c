@@ -352,6 +352,7 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 	};
 	struct vu_port_config single;
 	bool have_single = false;
+	char first_flag[32] = ""; /* the first --socket/--tap port option given, for errors */
 	int c, lvl;
 
 	memset(d, 0, sizeof(*d));
@@ -447,10 +448,22 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 		snprintf(flag, sizeof(flag), "--%s", key);
 		if (cfg_port_set(&single, key, val, flag, err))
 			return -EINVAL;
+		if (!have_single)
+			snprintf(first_flag, sizeof(first_flag), "%s", flag);
 		have_single = true;
 	}
 	if (optind < argc) {
 		fprintf(err, "virtap: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (have_single && !single.socket[0] && d->nports) {
+		/* "--port ... --busy-poll 200": the flag describes the --socket/--tap port, which
+		 * is not there; say where the setting goes instead of "port1 needs a socket". */
+		fprintf(
+		    err,
+		    "virtap: %s belongs to the port given by --socket/--tap, but no --socket was "
+		    "given; for a --port or --config port put it in that port's spec (%s=VALUE)\n",
+		    first_flag, first_flag + 2);
 		return -EINVAL;
 	}
 	if (have_single) {
