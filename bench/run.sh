@@ -26,7 +26,8 @@
 # Options: --runs N (3) --seconds S (5, measured per figure) --warmup S (1) --parts LIST
 #   (vhost,tap,scale) --sizes LIST (64,512,1518) --mrg LIST (1,0) --dirs LIST (tx,rx,io)
 #   --modes LIST (poll,notify: virtap's) --ports LIST (1,2,4,8) --tap-sizes LIST (64,1518)
-#   --quick (1 run of 2 s, for development). VT_BENCH_KEEP=1 keeps the logs.
+#   --quick (1 run of 2 s, for development). VT_BENCH_KEEP=1 keeps the logs;
+#   VT_BENCH_RESULTS=DIR writes the results to DIR instead of bench/results.
 set -euo pipefail
 RUNS=3 DUR=5 WARMUP=1 PARTS=vhost,tap,scale SIZES=64,512,1518 MRGS=1,0 DIRS=tx,rx,io
 MODES=poll,notify PORTS=1,2,4,8 TAP_SIZES=64,1518 POLL_US=200
@@ -51,7 +52,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: needs root (hugepages, TAP devices, namespaces)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 TOP=$PWD
-RES=$TOP/bench/results
+RES=${VT_BENCH_RESULTS:-$TOP/bench/results} # VT_BENCH_RESULTS: write the results elsewhere
 BUILD=$TOP/build-bench
 source bench/lib.sh
 bm_hugepages 512
