@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 bdir=${1:-build-ci-plain}
 [ -f "$bdir/compile_commands.json" ] || cmake -S . -B "$bdir" -G Ninja >/dev/null
 rc=0
-find src -name '*.c' -print0 | xargs -0 clang-tidy -p "$bdir" --quiet 2>&1 |
-  grep -E "(warning|error):" && rc=1
+# gcc's LTO flags in compile_commands.json mean nothing to clang: not a finding. The output is
+# collected first, so that a finding counts whatever clang-tidy's own exit status is.
+out=$(find src -name '*.c' -print0 |
+  xargs -0 clang-tidy -p "$bdir" --quiet --extra-arg=-Wno-ignored-optimization-argument 2>&1)
+if grep -E "(warning|error):" <<<"$out"; then rc=1; fi
 cppcheck --quiet --enable=warning,performance,portability --std=c11 --inline-suppr \
   -D_GNU_SOURCE -Iinclude --error-exitcode=1 src || rc=1
 [ $rc -eq 0 ] && echo "lint: clang-tidy and cppcheck clean"
