@@ -35,13 +35,13 @@ for cfg in plain asan; do
   fi
 done
 
-echo "=== fuzz smoke (clang, libFuzzer + ASan/UBSan, ${VT_FUZZ_SECONDS:-20} s per fuzzer)"
+echo "=== fuzz smoke (clang, libFuzzer + ASan/UBSan, ${VT_FUZZ_SECONDS:-60} s per fuzzer)"
 if CC=clang cmake -S . -B build-ci-fuzz -G Ninja -DVIRTAP_FUZZ=ON >/dev/null &&
    ninja -C build-ci-fuzz $(cd fuzz && ls fuzz_*.c | sed 's/\.c$//'); then
   for src in fuzz/fuzz_*.c; do
     f=$(basename "$src" .c); c=build-ci-fuzz/corpus-${f#fuzz_}
     rm -rf "$c"; cp -r "fuzz/corpus/${f#fuzz_}" "$c"
-    if build-ci-fuzz/$f -max_total_time="${VT_FUZZ_SECONDS:-20}" -max_len=80000 \
+    if build-ci-fuzz/$f -max_total_time="${VT_FUZZ_SECONDS:-60}" -max_len=80000 \
          -artifact_prefix=build-ci-fuzz/ "$c" > build-ci-fuzz/$f.log 2>&1; then
       echo "$f: $(grep -o 'Done [0-9]* runs' build-ci-fuzz/$f.log)"; passed=$((passed + 1))
     else
