@@ -70,6 +70,12 @@ reach() {
   return 1
 }
 vt_check "host reaches the guest through the destination" reach
+# A guest that died on the destination: show how it began (the exit trap prints only log tails),
+# since a page the source missed in its dirty log is the first suspect.
+if grep -qE "BUG:|Oops|general protection|soft lockup" "$WORK/dst.log"; then
+  echo "--- the destination guest's kernel reported:"
+  grep -m1 -B3 -A25 -E "BUG:|Oops|general protection|soft lockup" "$WORK/dst.log" || true
+fi
 vt_check "the transfer that ran across the migration completed" wait "$SRV"
 if [ -s "$WORK/server.json" ]; then
   got=$(vt_json "$WORK/server.json" "j['end']['sum_received']['bytes']")
