@@ -36,7 +36,7 @@ echo "VT_COMBINED $(ethtool -l eth0 | awk "/Combined/ {print \$2}" | tail -1)"
 (while true; do iperf3 -s -1 >/dev/null 2>&1; done) & sleep 2; echo VT_READY
 nc -l -p 9998 >/dev/null
 ethtool -L eth0 combined 2 && echo VT_L2
-nc -l -p 9999 >/dev/null' queues=$q qemu="-smp $q"
+nc -l -p 9999 >/dev/null' queues=$q smp=$q
   vt_check "$q-pair guest up" vt_wait_for "$WORK/$name.log" VT_READY 90
   vt_check "guest uses all $q pairs" grep -q "VT_COMBINED $q" "$WORK/$name.log"
   iperf -c $net.2 -P 16 -t 3 > /dev/null
