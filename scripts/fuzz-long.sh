@@ -72,7 +72,10 @@ done
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   for n in "${names[@]}"; do
     last=$(grep -aE '^#[0-9]+' "$out/$n.log" | tail -1)
-    execs=$(sed -E 's/^#([0-9]+).*/\1/' <<<"$last")
+    # -print_final_stats' count is exact; the last status line is only the last power-of-two
+    # pulse or new input before the end.
+    execs=$(grep -a 'stat::number_of_executed_units' "$out/$n.log" | awk '{print $2}')
+    [ -n "$execs" ] || execs=$(sed -E 's/^#([0-9]+).*/\1/' <<<"$last")
     cov=$(grep -oE 'cov: [0-9]+' <<<"$last" | cut -d' ' -f2)
     ft=$(grep -oE 'ft: [0-9]+' <<<"$last" | cut -d' ' -f2)
     ncorp=$(ls "$out/corpus-$n" | wc -l)
