@@ -93,7 +93,7 @@ bm_fe() {
   local name=$1 mrg=$2 fwd=$3 size=$4 i=0 s; shift 4
   local -a vdevs=() extra=()
   for s in "$@"; do
-    vdevs+=(--vdev "net_virtio_user$i,path=$s,queues=1,mrg_rxbuf=$mrg")
+    vdevs+=(--vdev "net_virtio_user$i,path=$s,queues=1,mrg_rxbuf=$mrg${FE_VDEV_EXTRA:-}")
     i=$((i + 1))
   done
   if [ "$fwd" = io ]; then

@@ -6,7 +6,11 @@
  * ones the backend did not take must come back on the next run; a chain with a bad header counts
  * as one drop however often the burst around it is retried. Also the TAP itself: frames written
  * in bursts reach the kernel, and a TAP whose io_uring cannot be made falls back per frame.
+ * And VIRTIO_F_IN_ORDER, which virtap offers: the used ring must list the chains in exactly the
+ * order the driver made them available, through partial bursts, mergeable RX frames that leave
+ * buffers unused, and a frame held while the guest had too few buffers.
  */
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,6 +32,8 @@ struct script {
 	unsigned bursts, singles;
 	unsigned got;
 	uint8_t seq[256];
+	const unsigned *rx_len;
+	unsigned rx_n, rx_at;
 };
 
 static ssize_t sc_take(struct script *s, const struct iovec *iov, int n)
@@ -46,10 +52,24 @@ static ssize_t sc_take(struct script *s, const struct iovec *iov, int n)
 	return (ssize_t)len;
 }
 
+/* RX: frames of the lengths in rx_len (header included), then -EAGAIN. Each frame is a zero
+ * header and then bytes counting from its index. */
 static ssize_t sc_rx(void *be, const struct iovec *iov, int n)
 {
-	(void)be, (void)iov, (void)n;
-	return -EAGAIN;
+	struct script *s = be;
+	size_t len, done = 0;
+
+	if (s->rx_at >= s->rx_n)
+		return -EAGAIN;
+	len = s->rx_len[s->rx_at];
+	for (int i = 0; i < n && done < len; i++) {
+		uint8_t *p = iov[i].iov_base;
+
+		for (size_t k = 0; k < iov[i].iov_len && done < len; k++, done++)
+			p[k] = done < VNET_HDR_LEN_V1 ? 0 : (uint8_t)(s->rx_at + done);
+	}
+	s->rx_at++;
+	return (ssize_t)done;
 }
 
 static ssize_t sc_tx(void *be, const struct iovec *iov, int n)
@@ -116,16 +136,21 @@ struct rig {
 
 static const uint64_t features = VNET_BIT(VQ_F_VERSION_1) | VNET_BIT(VIRTIO_NET_F_MRG_RXBUF);
 
-static void rig_up(struct rig *r, const struct be_ops *ops, void *be)
+static void rig_up_f(struct rig *r, const struct be_ops *ops, void *be, uint64_t f)
 {
 	memset(r, 0, sizeof(*r));
 	REQUIRE(fg_init(&r->g, 8u << 20) == 0);
 	REQUIRE(fg_vq_init(&r->g, &r->rx, QSIZE) == 0 && fg_vq_init(&r->g, &r->tx, QSIZE) == 0);
 	r->pool = fg_alloc(&r->g, (uint64_t)NCHAIN * BUF_SIZE, 64);
 	REQUIRE(vnet_qp_init(&r->qp, 0, NULL, ops, be) == 0);
-	REQUIRE(fg_vq_attach(&r->rx, &r->qp.rx, "rx0", features) == 0);
-	REQUIRE(fg_vq_attach(&r->tx, &r->qp.tx, "tx0", features) == 0);
-	REQUIRE(vnet_qp_set_features(&r->qp, features) == 0);
+	REQUIRE(fg_vq_attach(&r->rx, &r->qp.rx, "rx0", f) == 0);
+	REQUIRE(fg_vq_attach(&r->tx, &r->qp.tx, "tx0", f) == 0);
+	REQUIRE(vnet_qp_set_features(&r->qp, f) == 0);
+}
+
+static void rig_up(struct rig *r, const struct be_ops *ops, void *be)
+{
+	rig_up_f(r, ops, be, features);
 }
 
 static void rig_down(struct rig *r)
@@ -137,8 +162,8 @@ static void rig_down(struct rig *r)
 }
 
 /* Chain i: a 12-byte header then a 60-byte frame whose first byte is i; bad[i] gives it a header
- * the device refuses (an unknown gso_type). */
-static void post(struct rig *r, unsigned n, const bool *bad)
+ * the device refuses (an unknown gso_type). heads (if not NULL) gets each chain's head. */
+static void post_heads(struct rig *r, unsigned n, const bool *bad, uint16_t *heads)
 {
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t gpa = r->pool + (uint64_t)i * BUF_SIZE;
@@ -148,10 +173,20 @@ static void post(struct rig *r, unsigned n, const bool *bad)
 		memset(p, 0, b.len);
 		if (bad && bad[i])
 			p[1] = 0x7f; /* gso_type */
+		int h;
+
 		p[VNET_HDR_LEN_V1] = (uint8_t)i;
-		REQUIRE(fg_add(&r->tx, &b, 1, false) >= 0);
+		h = fg_add(&r->tx, &b, 1, false);
+		REQUIRE(h >= 0);
+		if (heads)
+			heads[i] = (uint16_t)h;
 	}
 	fg_publish(&r->tx, false);
+}
+
+static void post(struct rig *r, unsigned n, const bool *bad)
+{
+	post_heads(r, n, bad, NULL);
 }
 
 static unsigned reap(struct rig *r, bool *seen, unsigned *dups)
@@ -247,6 +282,112 @@ static void test_budget(void)
 	rig_down(&r);
 }
 
+static const uint64_t in_order_features = features | VNET_BIT(VQ_F_IN_ORDER);
+
+/* Take every used entry of q into ids/lens (at most max); returns how many. */
+static unsigned reap_ids(struct fg_vq *q, uint16_t *ids, uint32_t *lens, unsigned max)
+{
+	uint32_t id, len;
+	unsigned n = 0;
+
+	while (n < max && fg_used(q, &id, &len)) {
+		ids[n] = (uint16_t)id;
+		lens[n++] = len;
+	}
+	return n;
+}
+
+/* TX: a backend that takes 20 of 48 frames, then the rest; two bad headers in the tail. */
+static void test_in_order_tx(void)
+{
+	struct script s = {.room = 20};
+	bool bad[NCHAIN] = {false};
+	uint16_t heads[NCHAIN], ids[NCHAIN];
+	uint32_t lens[NCHAIN];
+	unsigned n;
+	struct rig r;
+
+	CHECK(vnet_offered_features(0) & VNET_BIT(VQ_F_IN_ORDER));
+	bad[21] = bad[40] = true;
+	rig_up_f(&r, &script_ops, &s, in_order_features);
+	post_heads(&r, NCHAIN, bad, heads);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_WAIT_BACKEND);
+	n = reap_ids(&r.tx, ids, lens, NCHAIN);
+	CHECK(n == 20);
+	s.room = 1000;
+	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
+	n += reap_ids(&r.tx, ids + n, lens + n, NCHAIN - n);
+	CHECK(n == NCHAIN);
+	for (unsigned i = 0; i < n; i++)
+		CHECK(ids[i] == heads[i]);
+	CHECK(r.qp.stats.tx_drop_bad_hdr == 2 && !vq_is_broken(&r.qp.tx));
+	rig_down(&r);
+}
+
+#define RXB_LEN 256
+
+/* Post n device-writable buffers of RXB_LEN bytes; heads and gpas in avail order. */
+static void post_rx(struct rig *r, unsigned n, uint16_t *heads, uint64_t *gpas)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct fg_buf b = {.gpa = fg_alloc(&r->g, RXB_LEN, 64), .len = RXB_LEN, .write = true};
+		int h = fg_add(&r->rx, &b, 1, false);
+
+		REQUIRE(h >= 0);
+		heads[i] = (uint16_t)h;
+		gpas[i] = b.gpa;
+	}
+	fg_publish(&r->rx, false);
+}
+
+/*
+ * RX with mergeable buffers of 256 bytes: the device takes 1536 bytes of buffers per frame
+ * (rx_cover) and gives back what a frame did not fill; frame 5 needs 8 buffers when only 5 are
+ * left, so it is held until the guest posts more. Buffers 0, 1-3, 4-9, 10, 11-18 in that order.
+ */
+static void test_in_order_rx(void)
+{
+	static const unsigned flen[] = {112, 612, 1412, 112, 2012};
+	static const unsigned nbuf[] = {1, 3, 6, 1, 8};
+	struct script s = {.room = 0, .rx_len = flen, .rx_n = 5};
+	uint16_t heads[24], ids[24];
+	uint64_t gpas[24];
+	uint32_t lens[24];
+	unsigned n, at = 0;
+	struct rig r;
+
+	rig_up_f(&r, &script_ops, &s, in_order_features);
+	post_rx(&r, 16, heads, gpas);
+	CHECK(vnet_handle_rx(&r.qp) == VNET_WAIT_GUEST);
+	CHECK(r.qp.hold.count == 1 && r.qp.stats.rx_packets == 4);
+	post_rx(&r, 8, heads + 16, gpas + 16);
+	CHECK(vnet_handle_rx(&r.qp) == VNET_IDLE);
+	CHECK(r.qp.stats.rx_packets == 5 && r.qp.hold.count == 0);
+	n = reap_ids(&r.rx, ids, lens, 24);
+	CHECK(n == 19);
+	for (unsigned i = 0; i < n; i++)
+		CHECK(ids[i] == heads[i]);
+	/* each frame's buffers: full ones, then the rest, and num_buffers in its first one */
+	for (unsigned f = 0; f < 5; f++) {
+		const struct vnet_hdr *h = fg_va(&r.g, gpas[at]);
+		const uint8_t *tail = fg_va(&r.g, gpas[at + nbuf[f] - 1]);
+		unsigned left = flen[f];
+
+		CHECK(le16toh(h->num_buffers) == nbuf[f]);
+		/* the frame's last byte, in its last buffer: the pattern survived the hold */
+		CHECK(tail[(flen[f] - 1) % RXB_LEN] == (uint8_t)(f + flen[f] - 1));
+		for (unsigned k = 0; k < nbuf[f]; k++, at++) {
+			unsigned part = left < RXB_LEN ? left : RXB_LEN;
+
+			CHECK(at < n && lens[at] == part);
+			left -= part;
+		}
+		CHECK(left == 0);
+	}
+	CHECK(at == 19 && !vq_is_broken(&r.qp.rx));
+	rig_down(&r);
+}
+
 /* A real TAP: bursts through io_uring reach the kernel, counted on the TAP's rx side. */
 static unsigned long long tap_rx_packets(const char *ifname)
 {
@@ -296,6 +437,8 @@ int main(void)
 	test_partial();
 	test_fallback();
 	test_budget();
+	test_in_order_tx();
+	test_in_order_rx();
 	th_private_netns();
 	test_tap(false);
 	test_tap(true);

@@ -25,6 +25,7 @@
 #define VQ_F_INDIRECT_DESC 28
 #define VQ_F_EVENT_IDX	   29
 #define VQ_F_VERSION_1	   32
+#define VQ_F_IN_ORDER	   35
 
 /*
  * Inflight I/O tracking for one split ring (vhost-user "Inflight I/O tracking", protocol feature

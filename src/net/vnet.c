@@ -51,10 +51,17 @@ unsigned vnet_hdr_len(uint64_t f)
 	return VNET_HDR_LEN_LEGACY;
 }
 
+/*
+ * IN_ORDER (VIRTIO 1.2 2.7.9: the device uses buffers in the order they were made available)
+ * costs us nothing to promise: every handler here completes chains in the order it popped them,
+ * and chains it gives back (vq_discard: backend full, too few RX buffers, a held frame) are the
+ * newest ones, popped again before anything later. A driver that knows it can drop its free-list
+ * bookkeeping (DPDK's virtio PMD then takes its in-order paths).
+ */
 uint64_t vnet_offered_features(uint64_t be)
 {
 	return be | VNET_BIT(VIRTIO_NET_F_MRG_RXBUF) | VNET_BIT(VQ_F_VERSION_1) |
-	       VNET_BIT(VQ_F_INDIRECT_DESC) | VNET_BIT(VQ_F_EVENT_IDX);
+	       VNET_BIT(VQ_F_INDIRECT_DESC) | VNET_BIT(VQ_F_EVENT_IDX) | VNET_BIT(VQ_F_IN_ORDER);
 }
 
 int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *cfg,
