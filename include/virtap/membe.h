@@ -9,6 +9,7 @@
 #ifndef VIRTAP_MEMBE_H
 #define VIRTAP_MEMBE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,8 @@ struct membe {
 	uint32_t *lens;
 	uint8_t *slots; /* cap slots of slot_size bytes */
 	size_t slot_size;
+	bool efd_on;	     /* echo: the eventfd counter is (believed) non-zero */
+	unsigned empty_seen; /* echo: times the device found the ring empty since the last frame */
 	uint64_t tx_frames, tx_bytes, rx_frames, rx_bytes;
 };
 

@@ -27,6 +27,7 @@ struct vnet_burst {
 	uint16_t head[VNET_BURST];
 	uint32_t out_len[VNET_BURST];
 	int msg_of[VNET_BURST]; /* chain k's frame is msg[msg_of[k]]; -1: dropped, not sent */
+	struct vq_chain chain[VNET_BURST];
 	struct iovec iov[VQ_MAX_IOV + 2 * VNET_BURST];
 };
 
@@ -341,8 +342,13 @@ static int handle_tx_single(struct vnet_qp *qp)
 
 /* ---- TX in bursts: one backend call for up to VNET_BURST frames --------------------------- */
 
-/* Pop and prepare up to VNET_BURST chains. *n chains popped, *nsend frames to send; returns
- * VNET_IDLE (ring empty), VNET_MORE (burst or budget full) or -EIO. */
+/*
+ * Pop up to VNET_BURST chains, then prepare them. Two passes so that the cache misses overlap:
+ * the descriptors and frames are lines the driver wrote on another CPU, and checking a header
+ * right after its pop would wait for each miss in turn; popping first starts every header's load
+ * (a prefetch) while the next descriptors are read. *n chains popped, *nsend frames to send;
+ * returns VNET_IDLE (ring empty), VNET_MORE (burst or budget full) or -EIO.
+ */
 static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, unsigned *n,
 		    unsigned *nsend)
 {
@@ -350,32 +356,40 @@ static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, un
 	struct vq *vq = &qp->tx;
 	unsigned used = 0, room = (unsigned)(sizeof(b->iov) / sizeof(b->iov[0]));
 	size_t bytes = 0;
+	int status = VNET_MORE;
 
 	*n = *nsend = 0;
 	while (*n < VNET_BURST && *n < budget && bytes < budget_bytes) {
-		struct vq_chain c;
-		int r = vq_pop(vq, &c, b->iov + used + 1, room - used - 1);
+		struct vq_chain *c = &b->chain[*n];
+		int r = vq_pop(vq, c, b->iov + used + 1, room - used - 1);
 
 		if (r == -ENOBUFS) /* a long chain: it leads the next burst, which has room */
-			return VNET_MORE;
+			break;
 		if (r < 0)
 			return -EIO;
 		if (r == 0) {
 			if (ring_dry_recheck(qp, vq))
 				continue;
-			return VNET_IDLE;
+			status = VNET_IDLE;
+			break;
 		}
-		r = tx_prepare(qp, &c, &b->hdr[*nsend], &b->msg[*nsend]);
+		if (c->nout)
+			__builtin_prefetch(c->iov[0].iov_base);
+		(*n)++;
+		used += c->nout + 1;
+		bytes += c->out_len;
+	}
+	for (unsigned k = 0; k < *n; k++) {
+		const struct vq_chain *c = &b->chain[k];
+		int r = tx_prepare(qp, c, &b->hdr[*nsend], &b->msg[*nsend]);
+
 		if (r < 0)
 			return -EIO;
-		b->head[*n] = c.head;
-		b->out_len[*n] = c.out_len;
-		b->msg_of[*n] = r ? (int)(*nsend)++ : -1;
-		(*n)++;
-		used += c.nout + 1;
-		bytes += c.out_len;
+		b->head[k] = c->head;
+		b->out_len[k] = c->out_len;
+		b->msg_of[k] = r ? (int)(*nsend)++ : -1;
 	}
-	return VNET_MORE;
+	return status;
 }
 
 /* Send the prepared frames; the backend's burst call, or one call per frame if it has none. */
