@@ -330,7 +330,8 @@ static void test_in_order_tx(void)
 static void post_rx(struct rig *r, unsigned n, uint16_t *heads, uint64_t *gpas)
 {
 	for (unsigned i = 0; i < n; i++) {
-		struct fg_buf b = {.gpa = fg_alloc(&r->g, RXB_LEN, 64), .len = RXB_LEN, .write = true};
+		struct fg_buf b = {
+		    .gpa = fg_alloc(&r->g, RXB_LEN, 64), .len = RXB_LEN, .write = true};
 		int h = fg_add(&r->rx, &b, 1, false);
 
 		REQUIRE(h >= 0);

@@ -201,7 +201,8 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 		m->head = (m->head + 1) & (m->cap - 1);
 		full = m->count-- == m->cap;
 		/* Was full: the counter was saturated (efd_set_full); bring it back to 1, so the fd
-		 * is writable again and still readable (empty or not: emptiness is cleared lazily). */
+		 * is writable again and still readable (empty or not: emptiness is cleared lazily).
+		 */
 		if (full) {
 			efd_clear(m);
 			efd_set(m);
