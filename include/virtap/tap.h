@@ -28,6 +28,7 @@ struct tap {
 	 * until then, or for good once making it failed (then every frame is one syscall). */
 	void *uring;
 	bool uring_failed;
+	uint8_t *rx_stage; /* RX staging buffer (tap_be_rx), made on first use */
 };
 
 /* Open (creating if needed) TAP queue `name`. Logs one clear reason on failure. */
