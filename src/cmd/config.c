@@ -33,7 +33,7 @@ void cfg_usage(FILE *out)
 	    "  -q, --queues N          queue pairs offered, 1-16 (default 1; >1 opens a\n"
 	    "                          multiqueue TAP)\n"
 	    "  -m, --mtu M             set the TAP MTU and offer VIRTIO_NET_F_MTU\n"
-	    "  -b, --budget N          packets per handler run before yielding (default 256)\n"
+	    "  -b, --budget N          packets per handler run before yielding (default 64)\n"
 	    "      --threads MODE      'port': one worker thread per port (default);\n"
 	    "                          'queue': one per queue pair\n"
 	    "      --hold N            frames held per RX queue while the guest has no buffers\n"

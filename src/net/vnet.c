@@ -33,10 +33,14 @@ struct vnet_burst {
 
 void vnet_config_default(struct vnet_config *cfg)
 {
+	/* 64 frames per handler run: a run publishes its used entries once, at its end, so a
+	 * long run holds the first frames back from the driver meanwhile. Measured against 256 with
+	 * testpmd's io round trip (both directions on one worker, 64 B): 9.6 -> 11.2 Mpps;
+	 * one-way streams unchanged. */
 	*cfg = (struct vnet_config){
-	    .rx_budget_pkts = 256,
+	    .rx_budget_pkts = 64,
 	    .rx_budget_bytes = 512 * 1024,
-	    .tx_budget_pkts = 256,
+	    .tx_budget_pkts = 64,
 	    .tx_budget_bytes = 512 * 1024,
 	    .hold_frames = 32,
 	    .rx_cover = 1536,

@@ -12,7 +12,7 @@ write_conf() { # ports...
     for p in "$@"; do
       case $p in
         a) printf '[port a]\nsocket = %s\ntap = vtap0\n' "$WORK/a.sock" ;;
-        a2) printf '[port a]\nsocket = %s\ntap = vtap0\nbudget = 64\n' "$WORK/a.sock" ;;
+        a2) printf '[port a]\nsocket = %s\ntap = vtap0\nbudget = 32\n' "$WORK/a.sock" ;;
         b) printf '[port b]\nsocket = %s\nbackend = sink\n' "$WORK/b.sock" ;;
         c) printf '[port c]\nsocket = %s\nbackend = echo\n' "$WORK/c.sock" ;;
         bad) printf '[port d]\nsocket = %s\nqueues = 99\n' "$WORK/d.sock" ;;
