@@ -146,21 +146,28 @@ int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_io
 unsigned vq_avail_count(struct vq *vq);
 /* Give back the last n popped chains; they will be popped again. */
 void vq_discard(struct vq *vq, unsigned n);
+/* Write the used entry (VIRTIO 1.2 2.7.8: id, then len) at used_idx, unpublished; its offset in
+ * the used ring. For vq_push and vq_push_tracked only. */
+static inline uint64_t vq_used_store(struct vq *vq, uint16_t head, uint32_t len)
+{
+	uint64_t off = 4 + 8u * (vq->used_idx & (vq->num - 1));
+	volatile uint32_t *e = (volatile uint32_t *)(vq->used + off);
+
+	__atomic_store_n(e, htole32(head), __ATOMIC_RELAXED);
+	__atomic_store_n(e + 1, htole32(len), __ATOMIC_RELAXED);
+	return off;
+}
 /* vq_push for a queue with inflight tracking or a dirty log (or broken). */
 void vq_push_tracked(struct vq *vq, uint16_t head, uint32_t len);
 /* Stage a used entry; nothing is visible to the driver until vq_flush. Inline: it runs once
  * per frame and direction, and the plain case is two stores. */
 static inline void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 {
-	volatile uint32_t *e;
-
 	if (vq->broken || vq->infl || vq->log_used) {
 		vq_push_tracked(vq, head, len);
 		return;
 	}
-	e = (volatile uint32_t *)(vq->used + 4 + 8u * (vq->used_idx & (vq->num - 1)));
-	__atomic_store_n(e, htole32(head), __ATOMIC_RELAXED);
-	__atomic_store_n(e + 1, htole32(len), __ATOMIC_RELAXED);
+	vq_used_store(vq, head, len);
 	vq->used_idx++;
 }
 /* Publish staged used entries with one index store. */

@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "iov_copy.h"
 #include "virtap/membe.h"
 #include "virtap/vnet_defs.h"
 
@@ -37,24 +38,6 @@ static size_t gather(uint8_t *dst, size_t cap, const struct iovec *iov, int n)
 		size_t c = iov[i].iov_len < cap - done ? iov[i].iov_len : cap - done;
 
 		memcpy(dst + done, iov[i].iov_base, c);
-		done += c;
-	}
-	return done;
-}
-
-static size_t scatter(const struct iovec *iov, int n, const uint8_t *src, size_t len)
-{
-	size_t done = 0;
-
-	if (n && len <= iov[0].iov_len) { /* the frame fits the first guest buffer */
-		memcpy(iov[0].iov_base, src, len);
-		return len;
-	}
-
-	for (int i = 0; i < n && done < len; i++) {
-		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
-
-		memcpy(iov[i].iov_base, src + done, c);
 		done += c;
 	}
 	return done;
@@ -189,7 +172,7 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 	case MEMBE_SOURCE:
 		len = (size_t)m->hdr_len + m->frame_len;
 		/* The template's header is v1-sized; a 10-byte header is its first 10 bytes. */
-		got = scatter(iov, n, m->frame + (VNET_HDR_LEN_V1 - m->hdr_len), len);
+		got = be_scatter(iov, n, m->frame + (VNET_HDR_LEN_V1 - m->hdr_len), len);
 		break;
 	case MEMBE_ECHO:
 		if (!m->count) {
@@ -197,7 +180,7 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 			return -EAGAIN;
 		}
 		len = m->lens[m->head];
-		got = scatter(iov, n, m->slots + (size_t)m->head * m->slot_size, len);
+		got = be_scatter(iov, n, m->slots + (size_t)m->head * m->slot_size, len);
 		m->head = (m->head + 1) & (m->cap - 1);
 		full = m->count-- == m->cap;
 		/* Was full: the counter was saturated (efd_set_full); bring it back to 1, so the fd
@@ -219,10 +202,8 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 static ssize_t membe_tx(void *be, const struct iovec *iov, int n)
 {
 	struct membe *m = be;
-	size_t len = 0;
+	size_t len = be_iov_len(iov, n);
 
-	for (int i = 0; i < n; i++)
-		len += iov[i].iov_len;
 	if (m->mode == MEMBE_ECHO) {
 		unsigned slot;
 

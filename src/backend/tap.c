@@ -19,6 +19,7 @@
 #include <liburing.h>
 #endif
 
+#include "iov_copy.h"
 #include "virtap/log.h"
 #include "virtap/tap.h"
 #include "virtap/vnet_defs.h"
@@ -331,7 +332,7 @@ int tap_set_mtu(const char *ifname, unsigned mtu)
 static ssize_t tap_be_rx(void *be, const struct iovec *iov, int n)
 {
 	struct tap *t = be;
-	size_t len, done = 0;
+	size_t len;
 	ssize_t r;
 
 	if (!t->rx_stage && n > 1)
@@ -347,17 +348,9 @@ static ssize_t tap_be_rx(void *be, const struct iovec *iov, int n)
 	if (len == TAP_RX_STAGE) {
 		/* Larger than any frame we expect: it may have been cut here. Say it filled the
 		 * caller's whole iov, which the caller takes as possibly truncated (and drops). */
-		for (int i = 0; i < n; i++)
-			done += iov[i].iov_len;
-		return (ssize_t)done;
+		return (ssize_t)be_iov_len(iov, n);
 	}
-	for (int i = 0; i < n && done < len; i++) {
-		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
-
-		memcpy(iov[i].iov_base, t->rx_stage + done, c);
-		done += c;
-	}
-	return (ssize_t)done;
+	return (ssize_t)be_scatter(iov, n, t->rx_stage, len);
 }
 
 static ssize_t tap_be_tx(void *be, const struct iovec *iov, int n)
@@ -397,8 +390,6 @@ static struct tap_ring *tap_uring(struct tap *t)
 	return r;
 }
 
-/* One io_uring_enter for n readv/writev: on a non-blocking TAP each completes inline, in order;
- * a queue that is empty (read) or full (write) answers -EAGAIN instead of parking the request. */
 /* Copy frame m into stage slot dst; its length, or 0 if it does not fit. */
 static size_t tap_stage(uint8_t *dst, const struct be_msg *m)
 {
@@ -413,6 +404,8 @@ static size_t tap_stage(uint8_t *dst, const struct be_msg *m)
 	return len;
 }
 
+/* One io_uring_enter for n readv/writev: on a non-blocking TAP each completes inline, in order;
+ * a queue that is empty (read) or full (write) answers -EAGAIN instead of parking the request. */
 static int tap_burst(struct tap *t, struct be_msg *m, int n, bool write)
 {
 	struct tap_ring *tr = tap_uring(t);

@@ -24,8 +24,6 @@
 struct vnet_burst {
 	struct vnet_hdr hdr[VNET_BURST];
 	struct be_msg msg[VNET_BURST];
-	uint16_t head[VNET_BURST];
-	uint32_t out_len[VNET_BURST];
 	int msg_of[VNET_BURST]; /* chain k's frame is msg[msg_of[k]]; -1: dropped, not sent */
 	struct vq_chain chain[VNET_BURST];
 	struct iovec iov[VQ_MAX_IOV + 2 * VNET_BURST];
@@ -389,8 +387,6 @@ static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, un
 
 		if (r < 0)
 			return -EIO;
-		b->head[k] = c->head;
-		b->out_len[k] = c->out_len;
 		b->msg_of[k] = r ? (int)(*nsend)++ : -1;
 	}
 	return status;
@@ -453,10 +449,10 @@ static int handle_tx_burst(struct vnet_qp *qp)
 				/* -EAGAIN before a frame the backend took: it cannot go back in
 				 * order, so it counts as a backend drop. */
 				(void)tx_result(qp, res == -EAGAIN ? -ENOBUFS : res,
-						b->out_len[k] - qp->hdr_len);
+						b->chain[k].out_len - qp->hdr_len);
 			}
-			vq_push(vq, b->head[k], 0);
-			bytes += b->out_len[k];
+			vq_push(vq, b->chain[k].head, 0);
+			bytes += b->chain[k].out_len;
 		}
 		pkts += keep;
 	}

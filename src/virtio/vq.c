@@ -43,11 +43,6 @@ static inline void st16(volatile uint8_t *p, uint16_t v, int order)
 	__atomic_store_n((volatile uint16_t *)p, htole16(v), order);
 }
 
-static inline void st32(volatile uint8_t *p, uint32_t v)
-{
-	__atomic_store_n((volatile uint32_t *)p, htole32(v), __ATOMIC_RELAXED);
-}
-
 /* Decode 16 raw little-endian descriptor bytes. */
 static struct desc desc_decode(uint64_t lo, uint64_t hi)
 {
@@ -583,6 +578,12 @@ static int infl_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsign
 	return 1;
 }
 
+/* The head the driver put in the avail ring at our next slot (VIRTIO 1.2 2.7.6), unchecked. */
+static inline uint16_t avail_head(const struct vq *vq)
+{
+	return ld16(vq->avail + 4 + 2u * (vq->last_avail & (vq->num - 1)), __ATOMIC_RELAXED);
+}
+
 /*
  * Start loading the descriptor of the next published chain while the caller works on this one:
  * the driver wrote it on another CPU, so the first touch is a cache miss. Only a hint: the head
@@ -594,7 +595,7 @@ static inline void prefetch_next(const struct vq *vq)
 
 	if (vq->last_avail == vq->avail_shadow)
 		return;
-	next = ld16(vq->avail + 4 + 2u * (vq->last_avail & (vq->num - 1)), __ATOMIC_RELAXED);
+	next = avail_head(vq);
 	__builtin_prefetch((const void *)(vq->desc + (size_t)(next & (vq->num - 1)) * DESC_SIZE));
 }
 
@@ -615,7 +616,7 @@ int vq_pop(struct vq *vq, struct vq_chain *c, struct iovec *iov, unsigned max_io
 		if (err <= 0)
 			return err;
 	}
-	head = ld16(vq->avail + 4 + 2u * (vq->last_avail & (vq->num - 1)), __ATOMIC_RELAXED);
+	head = avail_head(vq);
 	/* VIRTIO 1.2 2.7.6: the available ring holds descriptor heads, each < queue size. */
 	if (head >= vq->num) {
 		vq_mark_broken(vq, "avail ring entry %u holds head %u >= queue size %u",
@@ -699,16 +700,11 @@ static void infl_flush(struct vq *vq)
 
 void vq_push_tracked(struct vq *vq, uint16_t head, uint32_t len)
 {
-	uint64_t off = 4 + 8u * (vq->used_idx & (vq->num - 1));
-	volatile uint8_t *e = vq->used + off;
-
 	if (vq->broken)
 		return;
 	if (vq->infl)
 		infl_push(vq, head);
-	st32(e, head);
-	st32(e + 4, len);
-	log_used(vq, off, 8);
+	log_used(vq, vq_used_store(vq, head, len), 8);
 	vq->used_idx++;
 }
 
