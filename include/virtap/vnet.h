@@ -77,6 +77,7 @@ struct vnet_qp {
 	/* Set by a busy-polling worker: handlers neither ask for kicks when a ring runs dry nor
 	 * turn them off on entry; the worker does both when it switches modes. */
 	bool poll_mode;
+	unsigned rx_ahead; /* RX buffers to pop ahead of a burst (frames the last run moved) */
 	struct netq hold;
 	struct vnet_stats stats;
 	/* scratch, allocated once */

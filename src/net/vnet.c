@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * virtio-net queue pair. TX: pop a chain, check the header it starts with, hand our checked copy
- * of the header plus the guest's frame bytes to the backend in one writev. RX: gather enough guest
- * buffers for a normal frame, read the backend straight into them (no bounce for frames that fit;
+ * of the header plus the guest's frame bytes to the backend in one writev. RX: pop guest buffers
+ * for a burst of frames, read the backend straight into them (no bounce for frames that fit;
  * the tail of a larger frame lands in a bounce buffer and is copied into more buffers), fix up
  * num_buffers last, push the used entries and signal once per batch. When the guest is out of
  * buffers, hold what was already read (the net queue) and stop reading the backend.
@@ -475,71 +475,145 @@ int vnet_handle_tx(struct vnet_qp *qp)
 
 enum { GATHER_OK = 0, GATHER_EMPTY = 1, GATHER_NEVER = 2 };
 
+/*
+ * The RX buffers popped in this handler run and not used yet: qp->rx_bufs[at, n), their iovecs
+ * in qp->rx_iov[0, niov) in pop order. Frames take buffers from `at` on, in ring order; a run
+ * that is moving a stream pops a burst of them before reading the first frame, so the guest's
+ * descriptors are read together and the copies that follow run back to back. What is left at the
+ * end of the run goes back to the ring (the newest chains: vq_discard).
+ */
+struct rx_pool {
+	unsigned at, n, niov;
+};
+
+/* A frame's buffers: qp->rx_bufs[b0, b0 + nb), always starting at the pool's `at`. */
 struct gather {
-	unsigned nb;   /* buffers popped */
-	unsigned niov; /* iovecs used in qp->rx_iov */
+	unsigned b0, nb;
+	unsigned iov0; /* first iovec in qp->rx_iov */
+	unsigned niov; /* iovecs of the nb buffers */
 	size_t cap;    /* writable bytes in them */
 };
 
-/* Pop RX buffers until they hold `need` bytes. */
-static int rx_gather(struct vnet_qp *qp, size_t need, struct gather *g)
+static void window_start(const struct vnet_qp *qp, struct rx_pool *p, struct gather *g)
+{
+	if (p->at == p->n) /* everything popped is used: start the scratch arrays over */
+		p->at = p->n = p->niov = 0;
+	*g = (struct gather){.b0 = p->at, .iov0 = p->at < p->n ? qp->rx_bufs[p->at].iov_at : 0};
+}
+
+/* Move the unused buffers to the front of the scratch arrays, to make room for more iovecs. */
+static void pool_compact(struct vnet_qp *qp, struct rx_pool *p, struct gather *g)
+{
+	unsigned nb = p->n - p->at, iov0 = nb ? qp->rx_bufs[p->at].iov_at : p->niov;
+
+	memmove(qp->rx_bufs, qp->rx_bufs + p->at, nb * sizeof(*qp->rx_bufs));
+	memmove(qp->rx_iov, qp->rx_iov + iov0, (p->niov - iov0) * sizeof(*qp->rx_iov));
+	for (unsigned k = 0; k < nb; k++)
+		qp->rx_bufs[k].iov_at -= iov0;
+	p->n = nb;
+	p->niov -= iov0;
+	p->at = 0;
+	g->b0 = 0;
+	g->iov0 = 0;
+}
+
+/* Pop one more RX buffer into the pool. */
+static int pool_pop(struct vnet_qp *qp, struct rx_pool *p, struct gather *g)
 {
 	struct vq *vq = &qp->rx;
+	struct vnet_rxbuf *b;
+	struct vq_chain c;
+	int r;
 
+	if (p->n >= VQ_MAX_IOV || p->niov >= VQ_MAX_IOV) {
+		if (!p->at)
+			return GATHER_NEVER;
+		pool_compact(qp, p, g);
+	}
+	r = vq_pop(vq, &c, qp->rx_iov + p->niov, VQ_MAX_IOV - p->niov);
+	if (r == -ENOBUFS && p->at) { /* more segments than the room left: make room, retry */
+		pool_compact(qp, p, g);
+		r = vq_pop(vq, &c, qp->rx_iov + p->niov, VQ_MAX_IOV - p->niov);
+	}
+	if (r == -ENOBUFS)
+		return GATHER_NEVER;
+	if (r < 0)
+		return -EIO;
+	if (r == 0)
+		return GATHER_EMPTY;
+	if (c.nout) {
+		vq_mark_broken(vq,
+			       "RX buffer has %u device-readable segments (VIRTIO 1.2 "
+			       "5.1.6.3: receive buffers are device-writable)",
+			       c.nout);
+		return -EIO;
+	}
+	if (c.in_len < qp->hdr_len) {
+		vq_mark_broken(vq,
+			       "RX buffer of %u bytes cannot hold the %u-byte header "
+			       "(VIRTIO 1.2 5.1.6.3.1)",
+			       c.in_len, qp->hdr_len);
+		return -EIO;
+	}
+	b = &qp->rx_bufs[p->n++];
+	b->head = c.head;
+	b->len = c.in_len;
+	b->iov_at = p->niov;
+	b->niov = c.nin;
+	p->niov += c.nin;
+	return GATHER_OK;
+}
+
+/* Pop up to n buffers ahead, for the frames of a burst. */
+static int pool_fill(struct vnet_qp *qp, struct rx_pool *p, struct gather *g, unsigned n)
+{
+	while (p->n - p->at < n) {
+		int r = pool_pop(qp, p, g);
+
+		if (r < 0)
+			return r;
+		if (r != GATHER_OK)
+			break;
+	}
+	return 0;
+}
+
+/* Grow the frame's buffers until they hold `need` bytes: the pool's next ones, then new pops. */
+static int rx_gather(struct vnet_qp *qp, struct rx_pool *p, struct gather *g, size_t need)
+{
 	while (g->cap < need) {
-		struct vnet_rxbuf *b;
-		struct vq_chain c;
-		int r;
+		const struct vnet_rxbuf *b;
 
 		/* Without MRG_RXBUF a frame goes into exactly one chain (VIRTIO 1.2 5.1.6.3). */
 		if (g->nb && !qp->mergeable)
 			return GATHER_NEVER;
-		if (g->nb >= vq->num || g->niov >= VQ_MAX_IOV)
+		if (g->nb >= qp->rx.num)
 			return GATHER_NEVER;
-		r = vq_pop(vq, &c, qp->rx_iov + g->niov, VQ_MAX_IOV - g->niov);
-		if (r == -ENOBUFS)
-			return GATHER_NEVER;
-		if (r < 0)
-			return -EIO;
-		if (r == 0)
-			return GATHER_EMPTY;
-		if (c.nout) {
-			vq_mark_broken(vq,
-				       "RX buffer has %u device-readable segments (VIRTIO 1.2 "
-				       "5.1.6.3: receive buffers are device-writable)",
-				       c.nout);
-			return -EIO;
+		if (g->b0 + g->nb == p->n) {
+			int r = pool_pop(qp, p, g);
+
+			if (r != GATHER_OK)
+				return r;
 		}
-		if (c.in_len < qp->hdr_len) {
-			vq_mark_broken(vq,
-				       "RX buffer of %u bytes cannot hold the %u-byte header "
-				       "(VIRTIO 1.2 5.1.6.3.1)",
-				       c.in_len, qp->hdr_len);
-			return -EIO;
-		}
-		b = &qp->rx_bufs[g->nb++];
-		b->head = c.head;
-		b->len = c.in_len;
-		b->iov_at = g->niov;
-		b->niov = c.nin;
-		g->niov += c.nin;
-		g->cap += c.in_len;
+		b = &qp->rx_bufs[g->b0 + g->nb++];
+		g->niov += b->niov;
+		g->cap += b->len;
 	}
 	return GATHER_OK;
 }
 
 /* VIRTIO 1.2 5.1.6.4: num_buffers = buffers used (1 without MRG_RXBUF). Written after the frame
  * and before the used index publishes it, as vhost-net does. */
-static void rx_set_num_buffers(struct vnet_qp *qp, unsigned k)
+static void rx_set_num_buffers(struct vnet_qp *qp, const struct gather *g, unsigned k)
 {
 	uint16_t nb = htole16((uint16_t)k);
-	const struct iovec *iov = qp->rx_iov;
+	const struct iovec *iov = qp->rx_iov + g->iov0;
 	size_t at = offsetof(struct vnet_hdr, num_buffers);
 
 	if (iov[0].iov_len >= at + sizeof(nb))
 		memcpy((uint8_t *)iov[0].iov_base + at, &nb, sizeof(nb));
 	else
-		vq_iov_from_buf(iov, qp->rx_bufs[0].niov, at, &nb, sizeof(nb));
+		vq_iov_from_buf(iov, qp->rx_bufs[g->b0].niov, at, &nb, sizeof(nb));
 }
 
 /*
@@ -547,9 +621,9 @@ static void rx_set_num_buffers(struct vnet_qp *qp, unsigned k)
  * write to them (num_buffers): the frontend may collect and clear a mark and copy the page at
  * any moment, and a write after the mark it consumed would never reach the destination.
  */
-static void rx_log_frame(struct vnet_qp *qp, unsigned nb, size_t len)
+static void rx_log_frame(struct vnet_qp *qp, const struct gather *g, unsigned nb, size_t len)
 {
-	const struct vnet_rxbuf *b = qp->rx_bufs;
+	const struct vnet_rxbuf *b = qp->rx_bufs + g->b0;
 
 	for (unsigned k = 0; k < nb && len; k++) {
 		size_t part = b[k].len < len ? b[k].len : len;
@@ -559,22 +633,22 @@ static void rx_log_frame(struct vnet_qp *qp, unsigned nb, size_t len)
 	}
 }
 
-/* The frame (len bytes, header first) is in the gathered buffers: fix up num_buffers, push the
- * used entries, give back the buffers it did not need. */
-static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
+/* The frame (len bytes, header first) is in the gathered buffers: push the used entries for the
+ * ones it filled and fix up num_buffers. Returns the buffers used; the rest stay in the pool. */
+static unsigned rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 {
-	const struct vnet_rxbuf *b = qp->rx_bufs;
+	const struct vnet_rxbuf *b = qp->rx_bufs + g->b0;
 	size_t left = len;
 	unsigned k = 0;
 
-	if (g->nb == 1 && !qp->rx.log) {
+	qp->stats.rx_packets++;
+	qp->stats.rx_bytes += len - qp->hdr_len;
+	if (len <= b[0].len && !qp->rx.log) {
 		/* The common case: the frame filled part of one buffer. */
 		vq_push(&qp->rx, b[0].head, (uint32_t)len);
 		if (qp->hdr_len == VNET_HDR_LEN_V1)
-			rx_set_num_buffers(qp, 1);
-		qp->stats.rx_packets++;
-		qp->stats.rx_bytes += len - qp->hdr_len;
-		return;
+			rx_set_num_buffers(qp, g, 1);
+		return 1;
 	}
 	/* Used entries first into the ring (unpublished until vq_flush), counting buffers. */
 	while (left && k < g->nb) {
@@ -585,13 +659,10 @@ static void rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
 		k++;
 	}
 	if (qp->hdr_len == VNET_HDR_LEN_V1)
-		rx_set_num_buffers(qp, qp->mergeable ? k : 1);
+		rx_set_num_buffers(qp, g, qp->mergeable ? k : 1);
 	if (qp->rx.log)
-		rx_log_frame(qp, k, len);
-	if (g->nb > k)
-		vq_discard(&qp->rx, g->nb - k);
-	qp->stats.rx_packets++;
-	qp->stats.rx_bytes += len - qp->hdr_len;
+		rx_log_frame(qp, g, k, len);
+	return k;
 }
 
 /* Zero [from, to) of the frame laid out over iov. */
@@ -604,24 +675,23 @@ static void iov_zero(const struct iovec *iov, unsigned n, size_t from, size_t to
 }
 
 /* Deliver the oldest held frame. 1 delivered or dropped, 0 not enough buffers, -EIO. */
-static int rx_flush_one(struct vnet_qp *qp)
+static int rx_flush_one(struct vnet_qp *qp, struct rx_pool *p)
 {
 	const struct netq_frame *f = netq_peek(&qp->hold);
-	struct gather g = {0};
-	int r = rx_gather(qp, f->len, &g);
+	struct gather g;
+	int r;
 
+	window_start(qp, p, &g);
+	r = rx_gather(qp, p, &g, f->len);
 	if (r < 0)
 		return r;
-	if (r == GATHER_EMPTY) {
-		vq_discard(&qp->rx, g.nb);
-		return 0;
-	}
+	if (r == GATHER_EMPTY)
+		return 0; /* the buffers stay in the pool for the next try */
 	if (r == GATHER_NEVER) {
-		vq_discard(&qp->rx, g.nb);
 		qp->stats.rx_drop_too_big++;
 	} else {
-		vq_iov_from_buf(qp->rx_iov, g.niov, 0, f->data, f->len);
-		rx_commit(qp, &g, f->len);
+		vq_iov_from_buf(qp->rx_iov + g.iov0, g.niov, 0, f->data, f->len);
+		p->at += rx_commit(qp, &g, f->len);
 	}
 	netq_pop(&qp->hold);
 	return 1;
@@ -629,28 +699,31 @@ static int rx_flush_one(struct vnet_qp *qp)
 
 enum { READ_DONE = 1, READ_EMPTY = 0, READ_NOBUF = 2 };
 
-/* Hold a frame that is half in guest buffers, half in the bounce buffer; give the buffers back. */
-static void rx_hold(struct vnet_qp *qp, const struct gather *first, size_t len)
+/* Hold a frame that is half in the first `n` iovecs of g, half in the bounce buffer. */
+static void rx_hold(struct vnet_qp *qp, const struct gather *g, unsigned n, size_t cap, size_t len)
 {
-	struct iovec *iov = qp->rx_iov;
-	unsigned n = first->niov;
+	struct iovec *iov = qp->rx_iov + g->iov0;
+	struct iovec saved = iov[n]; /* a later buffer's: restored, the buffer stays in the pool */
 	int err;
 
 	iov[n].iov_base = qp->bounce;
-	iov[n].iov_len = len - first->cap;
+	iov[n].iov_len = len - cap;
 	err = netq_push(&qp->hold, iov, n + 1, len);
+	iov[n] = saved;
 	if (err)
 		qp->stats.rx_drop_hold_full++;
 	else
 		qp->stats.rx_held++;
 }
 
-/* Read one frame from the backend straight into guest buffers. */
-static int rx_read_one(struct vnet_qp *qp)
+/* Read one frame from the backend straight into guest buffers; `ahead`: buffers to pop first. */
+static int rx_read_one(struct vnet_qp *qp, struct rx_pool *p, unsigned ahead)
 {
-	size_t want = qp->mergeable ? qp->cfg.rx_cover : 1, len;
+	size_t want = qp->mergeable ? qp->cfg.rx_cover : 1, len, first_cap;
 	size_t min_len = qp->hdr_len + (qp->cfg.pad_short ? ETH_ZLEN_ : 0);
-	struct gather g = {0}, first;
+	unsigned first_niov;
+	struct iovec *iov, saved;
+	struct gather g;
 	ssize_t n;
 	int r;
 
@@ -658,68 +731,86 @@ static int rx_read_one(struct vnet_qp *qp)
 		want = min_len;
 	if (qp->be_ops->rx_empty && qp->be_ops->rx_empty(qp->be))
 		return READ_EMPTY;
-	r = rx_gather(qp, want, &g);
+	window_start(qp, p, &g);
+	if (ahead > 1 && p->at == p->n) {
+		r = pool_fill(qp, p, &g, ahead);
+		if (r < 0)
+			return r;
+	}
+	r = rx_gather(qp, p, &g, want);
 	if (r < 0)
 		return r;
 	if (g.nb == 0)
 		return READ_NOBUF;
-	qp->rx_iov[g.niov].iov_base = qp->bounce;
-	qp->rx_iov[g.niov].iov_len = BOUNCE_SIZE;
-	n = qp->be_ops->rx(qp->be, qp->rx_iov, (int)g.niov + 1);
+	/* The bounce buffer goes after the frame's iovecs, over the next buffer's first one. */
+	iov = qp->rx_iov + g.iov0;
+	saved = iov[g.niov];
+	iov[g.niov].iov_base = qp->bounce;
+	iov[g.niov].iov_len = BOUNCE_SIZE;
+	n = qp->be_ops->rx(qp->be, iov, (int)g.niov + 1);
+	len = (size_t)n;
+	if (n >= 0 && len >= qp->hdr_len && len < min_len) { /* the seed's eth_pad_short_frame */
+		iov_zero(iov, g.niov + 1, len, min_len);
+		len = min_len;
+	}
+	iov[g.niov] = saved;
 	if (n < 0) {
-		vq_discard(&qp->rx, g.nb);
 		if (n != -EAGAIN && n != -EINTR) {
 			qp->stats.rx_drop_backend++;
 			vt_debug("%s: backend read: %s", qp->name, strerror((int)-n));
 		}
 		return READ_EMPTY;
 	}
-	len = (size_t)n;
 	if (len < qp->hdr_len || len >= g.cap + BOUNCE_SIZE) {
 		/* No room for a header, or possibly truncated: never deliver a cut frame. */
-		vq_discard(&qp->rx, g.nb);
 		qp->stats.rx_drop_too_big++;
 		return READ_DONE;
 	}
-	if (len < min_len) { /* the seed's eth_pad_short_frame */
-		iov_zero(qp->rx_iov, g.niov + 1, len, min_len);
-		len = min_len;
-	}
 	if (len <= g.cap) {
-		rx_commit(qp, &g, len);
+		p->at += rx_commit(qp, &g, len);
 		return READ_DONE;
 	}
 	/* The tail is in the bounce buffer: find more buffers for it. */
-	first = g;
-	r = rx_gather(qp, len, &g);
+	first_niov = g.niov;
+	first_cap = g.cap;
+	r = rx_gather(qp, p, &g, len);
 	if (r < 0)
 		return r;
 	if (r == GATHER_OK) {
-		vq_iov_from_buf(qp->rx_iov, g.niov, first.cap, qp->bounce, len - first.cap);
-		rx_commit(qp, &g, len);
+		vq_iov_from_buf(qp->rx_iov + g.iov0, g.niov, first_cap, qp->bounce,
+				len - first_cap);
+		p->at += rx_commit(qp, &g, len);
 		return READ_DONE;
 	}
 	if (r == GATHER_NEVER) {
-		vq_discard(&qp->rx, g.nb);
 		qp->stats.rx_drop_too_big++;
 		return READ_DONE;
 	}
 	/* Not enough buffers yet: hold the frame and stop reading until the guest refills. */
-	rx_hold(qp, &first, len);
-	vq_discard(&qp->rx, g.nb);
+	rx_hold(qp, &g, first_niov, first_cap, len);
 	return READ_NOBUF;
+}
+
+/* Give back the buffers popped and not used. */
+static void pool_release(struct vnet_qp *qp, struct rx_pool *p)
+{
+	if (p->n > p->at)
+		vq_discard(&qp->rx, p->n - p->at);
+	p->at = p->n = p->niov = 0;
 }
 
 int vnet_handle_rx(struct vnet_qp *qp)
 {
 	struct vq *vq = &qp->rx;
 	uint64_t pkts0 = qp->stats.rx_packets, bytes0 = qp->stats.rx_bytes;
-	unsigned loops = 0;
+	struct rx_pool pool = {0};
+	unsigned loops = 0, moved;
 	int status;
 
 	if (!handler_enter(qp, vq, &status))
 		return status;
 	for (;;) {
+		unsigned left = qp->cfg.rx_budget_pkts - loops;
 		int r;
 
 		if (loops++ >= qp->cfg.rx_budget_pkts ||
@@ -728,9 +819,9 @@ int vnet_handle_rx(struct vnet_qp *qp)
 			break;
 		}
 		if (qp->hold.count)
-			r = rx_flush_one(qp) == 0 ? READ_NOBUF : READ_DONE;
+			r = rx_flush_one(qp, &pool) == 0 ? READ_NOBUF : READ_DONE;
 		else
-			r = rx_read_one(qp);
+			r = rx_read_one(qp, &pool, qp->rx_ahead < left ? qp->rx_ahead : left);
 		if (r < 0) {
 			status = -EIO;
 			break;
@@ -747,7 +838,12 @@ int vnet_handle_rx(struct vnet_qp *qp)
 		status = VNET_WAIT_GUEST;
 		break;
 	}
-	if (qp->stats.rx_packets != pkts0)
+	pool_release(qp, &pool);
+	/* Pop as many buffers ahead as the last run moved frames: a stream gets bursts, a trickle
+	 * (or an empty backend that cannot say so without a read) pops one at a time. */
+	moved = (unsigned)(qp->stats.rx_packets - pkts0);
+	qp->rx_ahead = moved < 1 ? 1 : moved > VNET_BURST ? VNET_BURST : moved;
+	if (moved)
 		vq_notify(vq);
 	return vq_is_broken(vq) ? -EIO : status;
 }
@@ -756,6 +852,7 @@ int vnet_rx_frame(struct vnet_qp *qp, const void *frame, size_t len)
 {
 	struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
 	uint64_t pkts0 = qp->stats.rx_packets;
+	struct rx_pool pool = {0};
 	int err;
 
 	if (len < qp->hdr_len || len > BOUNCE_SIZE)
@@ -766,8 +863,9 @@ int vnet_rx_frame(struct vnet_qp *qp, const void *frame, size_t len)
 		return err;
 	}
 	qp->stats.rx_held++;
-	while (netq_peek(&qp->hold) && rx_flush_one(qp) > 0)
+	while (netq_peek(&qp->hold) && rx_flush_one(qp, &pool) > 0)
 		;
+	pool_release(qp, &pool);
 	if (qp->stats.rx_packets != pkts0)
 		vq_notify(&qp->rx);
 	return 0;
