@@ -389,6 +389,73 @@ static void test_in_order_rx(void)
 	rig_down(&r);
 }
 
+#define SEG_LEN	 8
+#define SEGS	 40
+#define POOL_BUF (SEG_LEN * SEGS)
+
+/*
+ * RX pops buffers ahead in bursts and keeps what a frame did not use for the next frame. With
+ * chains of 40 small segments (indirect) the popped buffers' iovecs outgrow the scratch arrays
+ * within a run, so the pool must move its unused buffers to the front and go on: every frame
+ * arrives whole, two buffers each, and the used ring lists the buffers in avail order.
+ */
+static void test_rx_pool(void)
+{
+	enum { NFR1 = 4, NFR = 30, NPOST = 64 };
+	unsigned flen[NFR];
+	struct script s = {.room = 0, .rx_len = flen, .rx_n = NFR1};
+	uint16_t heads[NPOST], ids[NPOST];
+	uint64_t gpas[NPOST];
+	uint32_t lens[NPOST];
+	unsigned n, bad = 0;
+	struct rig r;
+
+	for (unsigned f = 0; f < NFR; f++)
+		flen[f] = POOL_BUF + 100 + f; /* two buffers each */
+	rig_up_f(&r, &script_ops, &s, in_order_features | VNET_BIT(VQ_F_INDIRECT_DESC));
+	for (unsigned i = 0; i < NPOST; i++) {
+		struct fg_buf seg[SEGS];
+		int h;
+
+		gpas[i] = fg_alloc(&r.g, POOL_BUF, 64);
+		for (unsigned k = 0; k < SEGS; k++)
+			seg[k] = (struct fg_buf){
+			    .gpa = gpas[i] + k * SEG_LEN, .len = SEG_LEN, .write = true};
+		h = fg_add(&r.rx, seg, SEGS, true);
+		REQUIRE(h >= 0);
+		heads[i] = (uint16_t)h;
+	}
+	fg_publish(&r.rx, false);
+	/* a first run of 4 frames, popping one at a time; then 26 with buffers popped ahead */
+	CHECK(vnet_handle_rx(&r.qp) == VNET_IDLE);
+	CHECK(r.qp.stats.rx_packets == NFR1 && r.qp.rx_ahead == NFR1);
+	s.rx_n = NFR;
+	CHECK(vnet_handle_rx(&r.qp) == VNET_IDLE);
+	CHECK(r.qp.stats.rx_packets == NFR && r.qp.stats.rx_drop_too_big == 0);
+	n = reap_ids(&r.rx, ids, lens, NPOST);
+	CHECK(n == 2 * NFR);
+	for (unsigned i = 0; i < n; i++) {
+		CHECK(ids[i] == heads[i]);
+		CHECK(lens[i] == (i % 2 ? flen[i / 2] - POOL_BUF : POOL_BUF));
+	}
+	for (unsigned f = 0; f < NFR && 2 * f + 1 < n; f++) {
+		const struct vnet_hdr *h = fg_va(&r.g, gpas[2 * f]);
+
+		CHECK(le16toh(h->num_buffers) == 2);
+		for (unsigned b = 0; b < flen[f]; b++) {
+			const uint8_t *p = fg_va(&r.g, gpas[2 * f + b / POOL_BUF]);
+			uint8_t want = b < VNET_HDR_LEN_V1 ? 0 : (uint8_t)(f + b);
+
+			if (b >= VNET_HDR_LEN_V1 && p[b % POOL_BUF] != want)
+				bad++;
+		}
+	}
+	CHECK(bad == 0);
+	/* the 4 buffers no frame used went back to the ring and are the next ones popped */
+	CHECK(r.qp.rx.last_avail == 2 * NFR && !vq_is_broken(&r.qp.rx));
+	rig_down(&r);
+}
+
 /* A real TAP: bursts through io_uring reach the kernel, counted on the TAP's rx side. */
 static unsigned long long tap_rx_packets(const char *ifname)
 {
@@ -440,6 +507,7 @@ int main(void)
 	test_budget();
 	test_in_order_tx();
 	test_in_order_rx();
+	test_rx_pool();
 	th_private_netns();
 	test_tap(false);
 	test_tap(true);
