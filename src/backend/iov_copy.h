@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Copies between one flat buffer and a frame's iovecs, shared by the backends that stage frames
- * (the TAP's RX staging buffer, the echo ring). Private to src/backend.
+ * (the TAP's RX and TX staging buffers, the echo ring). Private to src/backend.
  */
 #ifndef VT_BACKEND_IOV_COPY_H
 #define VT_BACKEND_IOV_COPY_H
@@ -24,6 +24,26 @@ static inline size_t be_scatter(const struct iovec *iov, int n, const uint8_t *s
 		size_t c = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
 
 		memcpy(iov[i].iov_base, src + done, c);
+		done += c;
+	}
+	return done;
+}
+
+/* Copy iov[0, n) into dst, at most cap bytes; bytes copied. */
+static inline size_t be_gather(uint8_t *dst, size_t cap, const struct iovec *iov, int n)
+{
+	size_t done = 0;
+
+	if (n == 2 && iov[0].iov_len + iov[1].iov_len <= cap) {
+		/* virtio-net TX: our header copy, then the guest's frame in one piece */
+		memcpy(dst, iov[0].iov_base, iov[0].iov_len);
+		memcpy(dst + iov[0].iov_len, iov[1].iov_base, iov[1].iov_len);
+		return iov[0].iov_len + iov[1].iov_len;
+	}
+	for (int i = 0; i < n && done < cap; i++) {
+		size_t c = iov[i].iov_len < cap - done ? iov[i].iov_len : cap - done;
+
+		memcpy(dst + done, iov[i].iov_base, c);
 		done += c;
 	}
 	return done;

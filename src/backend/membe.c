@@ -23,26 +23,6 @@
 
 #define ECHO_SLOT (VNET_MAX_FRAME + VNET_HDR_LEN_V1)
 
-static size_t gather(uint8_t *dst, size_t cap, const struct iovec *iov, int n)
-{
-	size_t done = 0;
-
-	if (n == 2 && iov[0].iov_len + iov[1].iov_len <= cap) {
-		/* virtio-net TX: our header copy, then the guest's frame in one piece */
-		memcpy(dst, iov[0].iov_base, iov[0].iov_len);
-		memcpy(dst + iov[0].iov_len, iov[1].iov_base, iov[1].iov_len);
-		return iov[0].iov_len + iov[1].iov_len;
-	}
-
-	for (int i = 0; i < n && done < cap; i++) {
-		size_t c = iov[i].iov_len < cap - done ? iov[i].iov_len : cap - done;
-
-		memcpy(dst + done, iov[i].iov_base, c);
-		done += c;
-	}
-	return done;
-}
-
 static void efd_set(struct membe *m)
 {
 	uint64_t one = 1;
@@ -212,8 +192,8 @@ static ssize_t membe_tx(void *be, const struct iovec *iov, int n)
 		if (len > m->slot_size)
 			return -EMSGSIZE;
 		slot = (m->head + m->count) & (m->cap - 1);
-		m->lens[slot] =
-		    (uint32_t)gather(m->slots + (size_t)slot * m->slot_size, m->slot_size, iov, n);
+		m->lens[slot] = (uint32_t)be_gather(m->slots + (size_t)slot * m->slot_size,
+						    m->slot_size, iov, n);
 		m->empty_seen = 0;
 		if (m->count++ == 0 && !m->efd_on)
 			efd_set(m);

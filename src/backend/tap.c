@@ -393,15 +393,9 @@ static struct tap_ring *tap_uring(struct tap *t)
 /* Copy frame m into stage slot dst; its length, or 0 if it does not fit. */
 static size_t tap_stage(uint8_t *dst, const struct be_msg *m)
 {
-	size_t len = 0;
-
-	for (int k = 0; k < m->niov; k++) {
-		if (m->iov[k].iov_len > TAP_STAGE - len)
-			return 0;
-		memcpy(dst + len, m->iov[k].iov_base, m->iov[k].iov_len);
-		len += m->iov[k].iov_len;
-	}
-	return len;
+	if (be_iov_len(m->iov, m->niov) > TAP_STAGE)
+		return 0;
+	return be_gather(dst, TAP_STAGE, m->iov, m->niov);
 }
 
 /* One io_uring_enter for n readv/writev: on a non-blocking TAP each completes inline, in order;

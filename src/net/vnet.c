@@ -478,9 +478,9 @@ enum { GATHER_OK = 0, GATHER_EMPTY = 1, GATHER_NEVER = 2 };
 /*
  * The RX buffers popped in this handler run and not used yet: qp->rx_bufs[at, n), their iovecs
  * in qp->rx_iov[0, niov) in pop order. Frames take buffers from `at` on, in ring order; a run
- * that is moving a stream pops a burst of them before reading the first frame, so the guest's
- * descriptors are read together and the copies that follow run back to back. What is left at the
- * end of the run goes back to the ring (the newest chains: vq_discard).
+ * that is moving a stream pops a burst of them before reading the first frame, so the loads of
+ * the guest's descriptors (cache misses: the driver wrote them on another CPU) overlap. What is
+ * left at the end of the run goes back to the ring (the newest chains: vq_discard).
  */
 struct rx_pool {
 	unsigned at, n, niov;
