@@ -100,6 +100,16 @@ static void test_args_good(void)
 	CHECK(!strcmp(d.ports[1].name, "port1") && d.ports[1].mtu == 1500 && !d.ports[1].client);
 	CHECK(!strcmp(d.ports[2].name, "port2") && !strcmp(d.ports[2].socket, "/c") &&
 	      !strcmp(d.ports[2].tap, "tc"));
+
+	/* Ports sharing a worker, and one with its own. */
+	GOOD("-p", "socket=/a,tap=ta,worker=w0,busy-poll=200", "-p",
+	     "socket=/b,tap=tb,worker=w0,busy-poll=200", "-p", "socket=/c,tap=tc,worker=w_1-x",
+	     "-s", "/d", "-t", "td", "--worker", "w0", "--busy-poll", "200");
+	CHECK(d.nports == 4 && !strcmp(d.ports[0].worker_name, "w0") &&
+	      !strcmp(d.ports[1].worker_name, "w0") && !strcmp(d.ports[2].worker_name, "w_1-x") &&
+	      !strcmp(d.ports[3].worker_name, "w0") && d.ports[3].busy_poll_us == 200);
+	GOOD("-s", "/a", "-t", "t");
+	CHECK(!d.ports[0].worker_name[0] && !d.ports[0].worker);
 }
 
 static void test_args_bad(void)
@@ -162,6 +172,31 @@ static void test_args_bad(void)
 	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock",
 	    "-t", "t");
 	BAD("--name", NULL, "-s", "/a", "-t", "t", "--name", "");
+
+	/* worker=: a plain name; the ports on it poll alike; whole ports only. */
+	BAD("--worker", "'a,b'", "-s", "/a", "-t", "t", "--worker", "a,b");
+	BAD("--worker", "'w 1'", "-s", "/a", "-t", "t", "--worker", "w 1");
+	BAD("--worker", "''", "-s", "/a", "-t", "t", "--worker", "");
+	BAD("--worker", "'sixteen-chars-xx'", "-s", "/a", "-t", "t", "--worker",
+	    "sixteen-chars-xx");
+	BAD("ports port0 and port1 share worker w0", "busy-poll 200 and 0", "-p",
+	    "socket=/a,tap=ta,worker=w0,busy-poll=200", "-p", "socket=/b,tap=tb,worker=w0");
+	BAD("port0: worker=w0", "threads=queue", "-p", "socket=/a,tap=ta,worker=w0,threads=queue");
+}
+
+/* A reload keeps a port only with every setting the same, its worker included. */
+static void test_port_equal(void)
+{
+	struct vu_port_config a;
+
+	GOOD("-p", "socket=/a,tap=ta,worker=w0");
+	a = d.ports[0];
+	GOOD("-p", "socket=/a,tap=ta,worker=w0");
+	CHECK(cfg_port_equal(&a, &d.ports[0]));
+	GOOD("-p", "socket=/a,tap=ta,worker=w1");
+	CHECK(!cfg_port_equal(&a, &d.ports[0]));
+	GOOD("-p", "socket=/a,tap=ta");
+	CHECK(!cfg_port_equal(&a, &d.ports[0]));
 }
 
 static void test_args_exit(void)
@@ -279,6 +314,7 @@ static const char good_file[] = "# two ports\n"
 				"mtu = 9000\n"
 				"budget = 128\n"
 				"hold = 64\n"
+				"worker = shared0\n"
 				"pad-short = on";
 
 static void test_file_good(void)
@@ -293,6 +329,7 @@ static void test_file_good(void)
 	CHECK(!strcmp(b->name, "db") && !strcmp(b->socket, "/run/db.sock"));
 	CHECK(!strcmp(b->tap, "vtdb") && b->mtu == 9000 && b->net.rx_budget_pkts == 128);
 	CHECK(b->net.hold_frames == 64 && b->net.pad_short && !b->client && b->queues == 1);
+	CHECK(!strcmp(b->worker_name, "shared0") && !w->worker_name[0]);
 
 	/* Through -f, together with a port from the command line. */
 	put_file(good_file);
@@ -365,6 +402,7 @@ int main(void)
 {
 	test_args_good();
 	test_args_bad();
+	test_port_equal();
 	test_args_exit();
 	test_args_many_ports();
 	test_file_good();

@@ -16,6 +16,8 @@
 #include "virtap/evl.h"
 #include "virtap/vnet.h"
 
+struct wrk;
+
 enum vu_threads {
 	VU_THREADS_PORT = 0,  /* one worker thread for all queue pairs of the port */
 	VU_THREADS_QUEUE = 1, /* one worker thread per queue pair */
@@ -30,7 +32,15 @@ struct vu_port_config {
 	unsigned queues;       /* queue pairs offered, 1..VNET_MAX_QUEUE_PAIRS */
 	unsigned mtu;	       /* 0: leave the TAP's MTU and do not offer VIRTIO_NET_F_MTU */
 	enum vu_threads threads;
-	unsigned busy_poll_us;	/* >0: workers busy-poll, back to notifications after this idle */
+	unsigned busy_poll_us; /* >0: workers busy-poll, back to notifications after this idle */
+	/*
+	 * Non-NULL: every queue pair of the port runs on this worker, which other ports may share
+	 * (one thread, and when it busy-polls one CPU, for many ports, the way one DPDK lcore
+	 * serves many). The caller creates, starts and configures it (busy_poll_us is not applied
+	 * to it) and destroys it only after every port on it. Needs threads == VU_THREADS_PORT.
+	 */
+	struct wrk *worker;
+	char worker_name[16];	/* the daemon's name for that worker (worker=NAME), for logs */
 	char backend[24];	/* "tap" (default), "sink", "source[:LEN]" or "echo" */
 	struct vnet_config net; /* budgets, hold size, padding */
 };

@@ -45,12 +45,15 @@ void cfg_usage(FILE *out)
 	    "      --backend B         tap (default); sink, source[:LEN] or echo: in-memory\n"
 	    "                          backends that drop, generate or reflect frames (for\n"
 	    "                          benchmarks; no TAP needed)\n"
+	    "      --worker NAME       serve the port on the worker thread NAME, shared by\n"
+	    "                          every port that names it (one polling CPU for many\n"
+	    "                          ports); those ports need the same --busy-poll\n"
 	    "\n"
 	    "Daemon options:\n"
 	    "  -p, --port SPEC         add a port: comma-separated key=value with the keys\n"
 	    "                          socket, tap, client, reconnect-ms, queues, mtu, budget,\n"
 	    "                          threads, hold, pad-short, name, busy-poll,\n"
-	    "                          backend (repeatable)\n"
+	    "                          backend, worker (repeatable)\n"
 	    "  -f, --config FILE       read ports from FILE (see the README)\n"
 	    "  -l, --log-level LEVEL   err, warn, info (default) or debug\n"
 	    "  -h, --help              this text\n"
@@ -144,6 +147,11 @@ int cfg_port_set(struct vu_port_config *p, const char *key, const char *val, con
 		want = "tap, sink, source[:LEN] (60-65553) or echo";
 		if (val && (!strcmp(val, "tap") || membe_parse(val, &mode, &len) == 0))
 			r = copy_str(p->backend, sizeof(p->backend), val);
+	} else if (!strcmp(key, "worker")) {
+		want = "a worker name of 1-15 letters, digits, '-' or '_'";
+		if (val && val[strspn(val, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					   "0123456789-_")] == 0)
+			r = copy_str(p->worker_name, sizeof(p->worker_name), val);
 	} else if (!strcmp(key, "threads")) {
 		want = "port or queue";
 		if (val && !strcmp(val, "port")) {
@@ -313,6 +321,26 @@ static int check_ports(const struct daemon_config *d, FILE *err)
 			fprintf(err, "virtap: port %s needs both a socket and a tap\n", p->name);
 			return -EINVAL;
 		}
+		if (p->worker_name[0] && p->threads != VU_THREADS_PORT) {
+			fprintf(err,
+				"virtap: port %s: worker=%s serves whole ports; it cannot go with "
+				"threads=queue\n",
+				p->name, p->worker_name);
+			return -EINVAL;
+		}
+		for (unsigned j = 0; j < i; j++) {
+			const struct vu_port_config *q = &d->ports[j];
+
+			if (p->worker_name[0] && !strcmp(p->worker_name, q->worker_name) &&
+			    p->busy_poll_us != q->busy_poll_us) {
+				fprintf(err,
+					"virtap: ports %s and %s share worker %s but ask for "
+					"busy-poll %u and %u; give them the same\n",
+					q->name, p->name, p->worker_name, q->busy_poll_us,
+					p->busy_poll_us);
+				return -EINVAL;
+			}
+		}
 		for (unsigned j = 0; j < i; j++) {
 			if (!strcmp(p->socket, d->ports[j].socket) ||
 			    (p->tap[0] && !strcmp(p->tap, d->ports[j].tap)) ||
@@ -348,6 +376,7 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 	    {"name", required_argument, NULL, 1004},
 	    {"busy-poll", required_argument, NULL, 1005},
 	    {"backend", required_argument, NULL, 1006},
+	    {"worker", required_argument, NULL, 1007},
 	    {0},
 	};
 	struct vu_port_config single;
@@ -405,6 +434,9 @@ int cfg_parse_args(struct daemon_config *d, int argc, char **argv, FILE *err)
 			break;
 		case 1006:
 			key = "backend";
+			break;
+		case 1007:
+			key = "worker";
 			break;
 		case 'p':
 			if (parse_port_spec(d, optarg, err))
@@ -486,8 +518,9 @@ bool cfg_port_equal(const struct vu_port_config *a, const struct vu_port_config 
 	       !strcmp(a->tap, b->tap) && !strcmp(a->backend, b->backend) &&
 	       a->client == b->client && a->reconnect_ms == b->reconnect_ms &&
 	       a->queues == b->queues && a->mtu == b->mtu && a->threads == b->threads &&
-	       a->busy_poll_us == b->busy_poll_us && x->rx_budget_pkts == y->rx_budget_pkts &&
-	       x->rx_budget_bytes == y->rx_budget_bytes && x->tx_budget_pkts == y->tx_budget_pkts &&
-	       x->tx_budget_bytes == y->tx_budget_bytes && x->hold_frames == y->hold_frames &&
-	       x->rx_cover == y->rx_cover && x->pad_short == y->pad_short;
+	       a->busy_poll_us == b->busy_poll_us && !strcmp(a->worker_name, b->worker_name) &&
+	       x->rx_budget_pkts == y->rx_budget_pkts && x->rx_budget_bytes == y->rx_budget_bytes &&
+	       x->tx_budget_pkts == y->tx_budget_pkts && x->tx_budget_bytes == y->tx_budget_bytes &&
+	       x->hold_frames == y->hold_frames && x->rx_cover == y->rx_cover &&
+	       x->pad_short == y->pad_short;
 }

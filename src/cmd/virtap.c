@@ -16,10 +16,93 @@
 #include "virtap/gmem_guard.h"
 #include "virtap/log.h"
 #include "virtap/vu.h"
+#include "virtap/wrk.h"
+
+/*
+ * Workers that ports share by name (worker=NAME). One is made when a configuration first names
+ * it, carried over a reload while the new configuration still names it with the same busy-poll
+ * (so the ports kept on it are not touched), and destroyed once no port of the running
+ * configuration names it, after its ports have stopped.
+ */
+struct shared_wrk {
+	char name[16];
+	unsigned poll_us;
+	struct wrk *w;
+};
 
 static struct daemon_config cfg;
 static struct vu_port *ports[CFG_MAX_PORTS];
+static struct shared_wrk shared[CFG_MAX_PORTS];
+static unsigned nshared;
 static struct evl *loop;
+
+static struct shared_wrk *shared_find(struct shared_wrk *tab, unsigned n, const char *name,
+				      unsigned poll_us)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (tab[i].w && !strcmp(tab[i].name, name) && tab[i].poll_us == poll_us)
+			return &tab[i];
+	return NULL;
+}
+
+static struct wrk *shared_make(const char *name, unsigned poll_us)
+{
+	struct wrk *w;
+	char tname[16];
+	int err;
+
+	snprintf(tname, sizeof(tname), "vtw-%.11s", name);
+	err = wrk_create(&w, tname);
+	if (err)
+		goto fail;
+	err = wrk_start(w);
+	if (!err && poll_us)
+		err = wrk_set_busy_poll(w, poll_us);
+	if (!err)
+		return w;
+	wrk_destroy(w);
+fail:
+	vt_err("worker %s: cannot start it (%s); its ports get a worker each", name,
+	       strerror(-err));
+	return NULL;
+}
+
+/* Point every port of d that names a worker at it, in tab (*n entries): the worker of the same
+ * name and busy-poll from old (moved out of it), else a new one. */
+static void shared_bind(struct daemon_config *d, struct shared_wrk *tab, unsigned *n,
+			struct shared_wrk *old, unsigned nold)
+{
+	*n = 0;
+	for (unsigned i = 0; i < d->nports; i++) {
+		struct vu_port_config *pc = &d->ports[i];
+		struct shared_wrk *s, *o;
+
+		pc->worker = NULL;
+		if (!pc->worker_name[0])
+			continue;
+		s = shared_find(tab, *n, pc->worker_name, pc->busy_poll_us);
+		if (!s) {
+			o = shared_find(old, nold, pc->worker_name, pc->busy_poll_us);
+			s = &tab[(*n)++];
+			snprintf(s->name, sizeof(s->name), "%s", pc->worker_name);
+			s->poll_us = pc->busy_poll_us;
+			s->w = o ? o->w : shared_make(pc->worker_name, pc->busy_poll_us);
+			if (o)
+				o->w = NULL;
+		}
+		pc->worker = s->w;
+	}
+}
+
+/* After the ports on them have stopped. */
+static void shared_free(struct shared_wrk *tab, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (tab[i].w)
+			wrk_destroy(tab[i].w);
+		tab[i].w = NULL;
+	}
+}
 
 static void log_stats(void)
 {
@@ -62,10 +145,11 @@ static int start_port(struct vu_port **out, const struct vu_port_config *pc)
 		vt_err("%s: cannot start (%s)", pc->name, strerror(-r));
 		return r;
 	}
-	vt_info("%s: %s %s, %s %s, %u queue pair%s", pc->name,
+	vt_info("%s: %s %s, %s %s, %u queue pair%s%s%s", pc->name,
 		pc->client ? "connecting to" : "listening on", pc->socket,
 		pc->tap[0] ? "tap" : "backend", pc->tap[0] ? pc->tap : pc->backend, pc->queues,
-		pc->queues > 1 ? "s" : "");
+		pc->queues > 1 ? "s" : "", pc->worker ? ", on shared worker " : "",
+		pc->worker ? pc->worker_name : "");
 	return 0;
 }
 
@@ -85,13 +169,16 @@ static int find_port(const struct daemon_config *d, const char *name)
 static void reload(void)
 {
 	static struct daemon_config next;
+	static struct shared_wrk next_shared[CFG_MAX_PORTS];
 	struct vu_port *next_ports[CFG_MAX_PORTS] = {0};
-	unsigned kept = 0, added = 0, removed = 0, restarted = 0;
+	unsigned kept = 0, added = 0, removed = 0, restarted = 0, nnext;
 
 	if (cfg_parse_args(&next, saved_argc, saved_argv, stderr) != 0) {
 		vt_err("SIGHUP: the new configuration has errors (see above); keeping the old one");
 		return;
 	}
+	/* Before any port stops: a kept port's worker moves to the new table untouched. */
+	shared_bind(&next, next_shared, &nnext, shared, nshared);
 	for (unsigned i = 0; i < cfg.nports; i++) {
 		int j = find_port(&next, cfg.ports[i].name);
 
@@ -115,8 +202,12 @@ static void reload(void)
 		    find_port(&cfg, next.ports[j].name) < 0)
 			added++;
 	}
+	/* Whatever was not carried over has no port left on it. */
+	shared_free(shared, nshared);
 	cfg = next;
 	memcpy(ports, next_ports, sizeof(ports));
+	memcpy(shared, next_shared, sizeof(shared));
+	nshared = nnext;
 	vt_log_set_level(cfg.log_level);
 	vt_info("SIGHUP: configuration reloaded: %u kept, %u added, %u removed, %u restarted", kept,
 		added, removed, restarted);
@@ -175,6 +266,7 @@ int main(int argc, char **argv)
 	}
 	saved_argc = argc;
 	saved_argv = argv;
+	shared_bind(&cfg, shared, &nshared, NULL, 0);
 	for (unsigned i = 0; i < cfg.nports; i++)
 		if (start_port(&ports[i], &cfg.ports[i]))
 			goto out;
@@ -185,6 +277,7 @@ int main(int argc, char **argv)
 out:
 	for (unsigned i = 0; i < cfg.nports; i++)
 		vu_port_destroy(ports[i]);
+	shared_free(shared, nshared);
 	evl_destroy(loop);
 	close(sfd);
 	return rc;

@@ -211,6 +211,8 @@ static struct wrk *worker_for(struct vu_port *p, unsigned qp)
 	unsigned w = p->cfg.threads == VU_THREADS_QUEUE ? qp : 0;
 	char name[16];
 
+	if (p->cfg.worker)
+		return p->cfg.worker;
 	if (!p->wrks[w]) {
 		snprintf(name, sizeof(name), "vt-%.6s-%u", p->cfg.name, w);
 		if (wrk_create(&p->wrks[w], name))
@@ -1522,6 +1524,10 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 	    cfg->queues > VNET_MAX_QUEUE_PAIRS) {
 		vt_err("%s: a port needs a socket path, a TAP name and 1-%d queue pairs", cfg->name,
 		       VNET_MAX_QUEUE_PAIRS);
+		return -EINVAL;
+	}
+	if (cfg->worker && cfg->threads != VU_THREADS_PORT) {
+		vt_err("%s: a shared worker serves whole ports: it needs threads=port", cfg->name);
 		return -EINVAL;
 	}
 	p = calloc(1, sizeof(*p));
