@@ -305,10 +305,12 @@ def scale(out):
         return ""
     runs = sorted({int(r["run"]) for r in rows})
     ports = sorted({int(r["ports"]) for r in rows})
-    modes = [m for m in ("poll", "notify") if any(r["mode"] == m for r in rows)]
+    modes = [m for m in ("poll", "shared", "notify") if any(r["mode"] == m for r in rows)]
+    labels = {"poll": "busy-poll", "shared": "busy-poll, one shared worker", "notify": "notify"}
     lines = [
-        f"Scaling, {len(runs)} run(s): one virtap (taskset CPU 1, --backend sink, one worker "
-        "thread per port) with N ports, fed by ONE dpdk-testpmd on CPU 0 with N net_virtio_user "
+        f"Scaling, {len(runs)} run(s): one virtap (taskset CPU 1, --backend sink; one worker "
+        "thread per port, or with 'one shared worker' a single busy-polling worker for all "
+        "ports, worker=pmd0) with N ports, fed by ONE dpdk-testpmd on CPU 0 with N net_virtio_user "
         "ports (txonly, 64 B, one forwarding core for all). Aggregate Mpps: sum of the ports' "
         "Tx-pps, median (min–max); virtap counters: the same from virtap's SIGUSR1 dumps. RSS: "
         "virtap's VmRSS (KiB) with the ports listening but none connected, and with all N "
@@ -334,7 +336,7 @@ def scale(out):
             rn = [num(r["rssn_kib"]) for r in rs]
             per = [(num(r["rssn_kib"]) - num(r["rss0_kib"])) / n for r in rs]
             anon = [(num(r["anonn_kib"]) - num(r["anon0_kib"])) / n for r in rs]
-            label = f"busy-poll" if m == "poll" else "notify"
+            label = labels[m]
             lines.append(f"| {n} | {label} | {' · '.join(place(r) for r in rs)} | "
                          f"{mmm(agg)} | {mmm(xc)} | {cell(med(r0), '{:.0f}')} | "
                          f"{cell(med(rn), '{:.0f}')} | {cell(med(per), '{:.0f}')} KiB | "
@@ -356,7 +358,7 @@ def scale(out):
             ax.errorbar(xs, [statistics.median(plot[(n, m)]) for n in xs],
                         yerr=[[statistics.median(plot[(n, m)]) - min(plot[(n, m)]) for n in xs],
                               [max(plot[(n, m)]) - statistics.median(plot[(n, m)]) for n in xs]],
-                        marker="o", capsize=3, label=f"virtap {m}")
+                        marker="o", capsize=3, label=f"virtap {labels[m]}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ports)
         ax.set_xticklabels([str(n) for n in ports])

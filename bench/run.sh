@@ -17,7 +17,8 @@
 #          (vt_loopback --modes rx,tx).
 #   scale: 1, 2, 4, 8 ports through one virtap (--backend sink), fed by ONE testpmd with one
 #          virtio_user port per virtap port (txonly, one core); aggregate Mpps and virtap's RSS
-#          with 0 ports connected vs N.
+#          with 0 ports connected vs N. virtap modes: poll (a busy-polling worker per port),
+#          shared (every port on one busy-polling worker, worker=pmd0), notify.
 # Writes bench/results/{vhost,tap,scale}.md, vhost.png, scale.png, summary.md and the raw
 # figures in bench/results/raw/. Builds its own Release tree (build-bench); installs what it
 # needs (bench/setup.sh); raises nr_hugepages to 512 for the run and restores it. Root.
@@ -26,11 +27,12 @@
 # Options: --runs N (3) --seconds S (5, measured per figure) --warmup S (1) --parts LIST
 #   (vhost,tap,scale) --sizes LIST (64,512,1518) --mrg LIST (1,0) --dirs LIST (tx,rx,io)
 #   --modes LIST (poll,notify: virtap's) --ports LIST (1,2,4,8) --tap-sizes LIST (64,1518)
+#   --scale-modes LIST (poll,shared,notify)
 #   --quick (1 run of 2 s, for development). VT_BENCH_KEEP=1 keeps the logs;
 #   VT_BENCH_RESULTS=DIR writes the results to DIR instead of bench/results.
 set -euo pipefail
 RUNS=3 DUR=5 WARMUP=1 PARTS=vhost,tap,scale SIZES=64,512,1518 MRGS=1,0 DIRS=tx,rx,io
-MODES=poll,notify PORTS=1,2,4,8 TAP_SIZES=64,1518 POLL_US=200
+MODES=poll,notify SCALE_MODES=poll,shared,notify PORTS=1,2,4,8 TAP_SIZES=64,1518 POLL_US=200
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --dirs) DIRS=$2; shift ;;
     --modes) MODES=$2; shift ;;
     --ports) PORTS=$2; shift ;;
+    --scale-modes) SCALE_MODES=$2; shift ;;
     --tap-sizes) TAP_SIZES=$2; shift ;;
     --quick) RUNS=1 DUR=2 ;;
     -h|--help) sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -195,6 +198,7 @@ scale_one() {
     socks+=("$WORK/vs$i.sock")
     specs+=("socket=$WORK/vs$i.sock,name=p$i,backend=sink")
     [ "$mode" = poll ] && specs[i]="${specs[i]},busy-poll=$POLL_US"
+    [ "$mode" = shared ] && specs[i]="${specs[i]},busy-poll=$POLL_US,worker=pmd0"
     rm -f "$WORK/vs$i.sock"
   done
   probe=$(bm_probe)
@@ -229,7 +233,7 @@ if has "$PARTS" scale; then
     > "$WORK/scale.csv"
   for r in $(seq 1 "$RUNS"); do
     for n in ${PORTS//,/ }; do
-      for m in ${MODES//,/ }; do scale_one "$r" "$n" "$m"; done
+      for m in ${SCALE_MODES//,/ }; do scale_one "$r" "$n" "$m"; done
     done
   done
   cp "$WORK/scale.csv" "$RES/raw/scale.csv"
