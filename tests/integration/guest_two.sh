@@ -1,15 +1,22 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Two guests on two ports of one virtap at the same time: each port has its own TAP and subnet,
-# TCP iperf3 runs to both guests at once and both move data, and killing one guest's QEMU
-# leaves the other port connected and its guest reachable.
+# both ports share one busy-polling worker thread (worker=w0), TCP iperf3 runs to both guests at
+# once and both move data, and killing one guest's QEMU leaves the other port connected, its
+# guest reachable, and the worker serving it.
 source "$(dirname "$0")/lib.sh"
 vt_setup_ns
 SA=$WORK/a.sock SB=$WORK/b.sock
-vt_start_virtap virtap --port "socket=$SA,tap=vtap0,name=a" --port "socket=$SB,tap=vtap1,name=b"
+vt_start_virtap virtap --port "socket=$SA,tap=vtap0,name=a,worker=w0,busy-poll=50" \
+  --port "socket=$SB,tap=vtap1,name=b,worker=w0,busy-poll=50"
 vt_tap_up vtap0 10.77.0.1/24
 vt_tap_up vtap1 10.78.0.1/24
 vt_check "virtap running with two ports" vt_wait_for "$WORK/virtap.log" 'running with 2 ports' 10
+vt_check "both ports on shared worker w0" \
+  test "$(vt_count "$WORK/virtap.log" 'on shared worker w0')" = 2
+workers() { # threads of virtap named $1
+  grep -lx "$1" /proc/"$VT_PID"/task/*/comm 2>/dev/null | wc -l
+}
 
 SCRIPT='
 ping -c 2 -W 3 "$HOST" && echo VT_PING_OK
@@ -65,6 +72,9 @@ vt_check "virtap: port a logged its disconnect" \
   vt_wait_for "$WORK/virtap.log" ' a: frontend disconnected' 10
 vt_check "virtap still running" kill -0 "$VT_PID"
 vt_check "guest B still answers ping" ip netns exec "$NS" ping -c 3 -i 0.2 -W 3 -q 10.78.0.2
+vt_check "one worker thread served both guests" test "$(workers vtw-w0)" = 1
+vt_check "and no port made a worker of its own" \
+  sh -c "! grep -q '^vt-' /proc/$VT_PID/task/*/comm"
 vt_check "guest A is gone (no answer on 10.77.0.2)" \
   sh -c "! ip netns exec $NS ping -c 1 -W 1 -q 10.77.0.2 >/dev/null"
 vt_check "port b never disconnected" test "$(vt_count "$WORK/virtap.log" ' b: frontend disconnected')" = 0
