@@ -14,7 +14,9 @@
 
 #include "virtap/vnet.h"
 
-#define WRK_MAX_PORTS 64
+/* Queue pairs one worker serves: a shared worker may take every pair of the daemon's 64 ports
+ * at 16 pairs each. */
+#define WRK_MAX_PORTS 1024
 
 struct wrk;
 
