@@ -142,30 +142,9 @@ static void usage_take(struct usage *u)
 	u->anon = sum / 3;
 }
 
-/* Wait (bounded) until the daemon holds n fds: it closes a connection's fds when it sees the
- * hang-up, a moment after our close. */
-static int fds_settle(int n, int ms)
-{
-	long long end = th_now_ms() + ms;
-	int now;
-
-	while ((now = vtproc_nfds(vt)) != n && th_now_ms() < end)
-		usleep(10000);
-	return now;
-}
-
 static long log_count(const char *needle)
 {
-	char line[1024];
-	long n = 0;
-	FILE *f = fopen(log_path, "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		n += !needle || strstr(line, needle);
-	fclose(f);
-	return n;
+	return vtproc_log_count(log_path, needle, false);
 }
 
 /* ---- raw connections ---------------------------------------------------------------------- */
@@ -313,7 +292,7 @@ static void flood_hold_idle(int fds_base)
 	CHECK(fds_held == fds_base + 1);
 	for (unsigned i = 0; i < HOLD; i++)
 		close(s[i]);
-	CHECK(fds_settle(fds_base, VUFE_WAIT_MS) == fds_base);
+	CHECK(vtproc_nfds_settle(vt, fds_base, VUFE_WAIT_MS) == fds_base);
 	watch_check(&w, "hold");
 }
 
@@ -525,7 +504,7 @@ static void flood_messages(int fds_base)
 	watch_check(&w, "message flood");
 	close(sd.s);
 	close(sd.efd);
-	CHECK(fds_settle(fds_base, VUFE_WAIT_MS) == fds_base);
+	CHECK(vtproc_nfds_settle(vt, fds_base, VUFE_WAIT_MS) == fds_base);
 	usage_take(&u1);
 	printf("  daemon RssAnon around the message flood: %ld -> %ld kB\n", u0.anon, u1.anon);
 	CHECK(u1.anon <= u0.anon + ANON_SLACK_KB);
@@ -622,12 +601,12 @@ int main(void)
 	flood_half_messages();
 	flood_hold_idle(base.fds);
 	flood_busy_port();
-	CHECK(fds_settle(base.fds, VUFE_WAIT_MS) == base.fds);
+	CHECK(vtproc_nfds_settle(vt, base.fds, VUFE_WAIT_MS) == base.fds);
 	flood_messages(base.fds);
 	flood_garbage();
 	frontend_after();
 
-	CHECK(fds_settle(base.fds, VUFE_WAIT_MS) == base.fds);
+	CHECK(vtproc_nfds_settle(vt, base.fds, VUFE_WAIT_MS) == base.fds);
 	usage_take(&end);
 	printf("after the floods: %d fds (baseline %d), RssAnon %ld kB (baseline %ld, %+ld); A "
 	       "echoed %u frames byte-exact in all\n",

@@ -54,17 +54,6 @@ static void daemon_kill(void)
 	vt = -1;
 }
 
-/* Daemon fds once it has caught up with our hang-ups (it should reach want). */
-static int settle_nfds(int want)
-{
-	long long end = th_now_ms() + VUFE_WAIT_MS;
-	int n;
-
-	while ((n = vtproc_nfds(vt)) != want && th_now_ms() < end)
-		usleep(5000);
-	return n;
-}
-
 /* ---- the area, read and written as the specification lays it out ----------------------- */
 
 static size_t qregion(uint16_t num)
@@ -229,7 +218,7 @@ static void test_messages(void)
 	CHECK(set_inflight(s, mfd, 1088, 0, 1, 64) == 0);	    /* exactly enough */
 	close(mfd);
 	/* Every fd that came with those messages was closed (one area stays mapped, no fd). */
-	CHECK(settle_nfds(fds0) == fds0);
+	CHECK(vtproc_nfds_settle(vt, fds0, VUFE_WAIT_MS) == fds0);
 
 	/* GET_INFLIGHT_FD: 2 queue regions of 16 + 16 x 256 bytes rounded to 64, zeroed, with
 	 * the size sealed so we cannot be made to fault on it. */
@@ -250,7 +239,8 @@ static void test_messages(void)
 	CHECK(vufe_send_msg(s, VU_GET_INFLIGHT_FD, VU_VERSION, &in, 12, NULL, 0) == 0);
 	CHECK(vufe_peer_closed(s, VUFE_WAIT_MS));
 	close(s);
-	CHECK(settle_nfds(fds0 - 1) == fds0 - 1); /* the connection's own fd */
+	CHECK(vtproc_nfds_settle(vt, fds0 - 1, VUFE_WAIT_MS) ==
+	      fds0 - 1); /* the connection's own fd */
 	CHECK(vtproc_stop(vt, SIGTERM, 5000) == 0);
 	vt = -1;
 }

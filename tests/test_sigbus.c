@@ -48,29 +48,9 @@ static bool a_rounds(unsigned n)
 	return ok;
 }
 
-/* Lines of the daemon's log that contain needle; with show, they are printed too. */
-static long log_grep(const char *needle, bool show)
-{
-	char line[1024];
-	long n = 0;
-	FILE *f = fopen(log_path, "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (!strstr(line, needle))
-			continue;
-		n++;
-		if (show)
-			printf("  daemon: %s", line);
-	}
-	fclose(f);
-	return n;
-}
-
 static long log_count(const char *needle)
 {
-	return log_grep(needle, false);
+	return vtproc_log_count(log_path, needle, false);
 }
 
 static bool daemon_alive(void)
@@ -108,16 +88,6 @@ static bool b_serves(void)
 		ok = vufe_echo_round(&fb, &sent, &rcvd);
 	vufe_close(&fb);
 	return ok;
-}
-
-static int fds_settle(int n, int ms)
-{
-	long long end = th_now_ms() + ms;
-	int now;
-
-	while ((now = vtproc_nfds(vt)) != n && th_now_ms() < end)
-		usleep(10000);
-	return now;
 }
 
 /* ---- a. guest RAM cut under queued TX frames ------------------------------------------------ */
@@ -160,7 +130,7 @@ static void test_guest_ram(int fds_base)
 	       "dropped with one log line, A echoed %u frames so far\n",
 	       (unsigned long long)cut, (unsigned long long)fb.g.size, a_sent);
 	vufe_close(&fb); /* unmaps without touching */
-	CHECK(fds_settle(fds_base, VUFE_WAIT_MS) == fds_base);
+	CHECK(vtproc_nfds_settle(vt, fds_base, VUFE_WAIT_MS) == fds_base);
 	CHECK(b_serves());
 	CHECK(a_rounds(2));
 }
@@ -207,7 +177,7 @@ static void test_inflight_area(int fds_base)
 	    "log line, A echoed %u frames so far\n",
 	    size, a_sent);
 	vufe_close(&fb);
-	CHECK(fds_settle(fds_base, VUFE_WAIT_MS) == fds_base);
+	CHECK(vtproc_nfds_settle(vt, fds_base, VUFE_WAIT_MS) == fds_base);
 	CHECK(b_serves());
 	CHECK(a_rounds(2));
 }
@@ -244,7 +214,7 @@ int main(void)
 
 	CHECK(a_rounds(4));
 	vufe_close(&fa);
-	log_grep(BROKEN_LINE, true);
+	vtproc_log_count(log_path, BROKEN_LINE, true);
 	st = vtproc_stop(vt, SIGTERM, 10000);
 	CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	if (th_failures) {

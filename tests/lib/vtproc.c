@@ -141,6 +141,77 @@ bool vtproc_wait_path(const char *path, bool exists, int ms)
 	}
 }
 
+int vtproc_nfds_settle(pid_t pid, int n, int ms)
+{
+	long long end = th_now_ms() + ms;
+	int now;
+
+	while ((now = vtproc_nfds(pid)) != n && th_now_ms() < end)
+		usleep(5000);
+	return now;
+}
+
+int vtproc_threads_named(pid_t pid, const char *comm)
+{
+	size_t len = strlen(comm);
+	char path[64], name[32];
+	struct dirent *e;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/comm", (int)pid, e->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue; /* the thread has just exited */
+		if (fgets(name, sizeof(name), f) && !strncmp(name, comm, len) && name[len] == '\n')
+			n++;
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+long vtproc_log_count(const char *log, const char *needle, bool show)
+{
+	char line[1024];
+	long n = 0;
+	FILE *f = fopen(log, "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (needle && !strstr(line, needle))
+			continue;
+		n++;
+		if (show)
+			printf("  daemon: %s", line);
+	}
+	fclose(f);
+	return n;
+}
+
+bool vtproc_log_wait(const char *log, const char *needle, int ms)
+{
+	long long end = th_now_ms() + ms;
+
+	for (;;) {
+		if (vtproc_log_count(log, needle, false) > 0)
+			return true;
+		if (th_now_ms() > end)
+			return false;
+		usleep(20000);
+	}
+}
+
 void vtproc_tail(const char *log, int lines)
 {
 	char cmd[512];

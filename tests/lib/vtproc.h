@@ -25,6 +25,16 @@ long vtproc_status_kb(pid_t pid, const char *field);
 int vtproc_nfds(pid_t pid);
 /* Wait up to ms until path exists (or, with exists false, is gone). */
 bool vtproc_wait_path(const char *path, bool exists, int ms);
+/* Wait up to ms until the process holds n open fds (it closes a connection's fds a moment
+ * after it sees the hang-up); the count it last had. */
+int vtproc_nfds_settle(pid_t pid, int n, int ms);
+/* Threads of the process whose name (comm) is exactly comm, -1 if unreadable. */
+int vtproc_threads_named(pid_t pid, const char *comm);
+/* Lines of a log file that contain needle (every line with needle NULL), -1 if unreadable; with
+ * show, the matching lines are printed to stdout. */
+long vtproc_log_count(const char *log, const char *needle, bool show);
+/* Wait up to ms until a line of the log contains needle. */
+bool vtproc_log_wait(const char *log, const char *needle, int ms);
 /* Print the last lines of a log file to stderr. */
 void vtproc_tail(const char *log, int lines);
 
