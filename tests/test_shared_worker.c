@@ -43,6 +43,51 @@ static bool all_pass(unsigned n)
 	return ok == tried;
 }
 
+/* Stats lines (SIGUSR1) of the log for port name, and how many of them say shared worker w0. */
+static unsigned stats_lines(const char *name, unsigned *on_w0)
+{
+	char line[1024], head[32];
+	unsigned n = 0;
+	FILE *f = fopen(set.log, "re");
+
+	*on_w0 = 0;
+	snprintf(head, sizeof(head), "%s: up rx ", name);
+	while (f && fgets(line, sizeof(line), f)) {
+		if (!strstr(line, head) || !strstr(line, " paused "))
+			continue;
+		n++;
+		*on_w0 += strstr(line, " paused ") < strstr(line, ", on shared worker w0\n");
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* The counters the daemon logs on SIGUSR1 say which ports are on the shared worker. */
+static void check_stats_name_worker(void)
+{
+	long long end = th_now_ms() + 3000;
+	unsigned n[NPORTS], w0[NPORTS];
+	bool all;
+
+	REQUIRE(kill(set.vt, SIGUSR1) == 0);
+	do {
+		all = true;
+		for (unsigned i = 0; i < NPORTS; i++) {
+			n[i] = ports[i].connected ? stats_lines(ports[i].name, &w0[i]) : 0;
+			all &= !ports[i].connected || n[i] > 0;
+		}
+		if (!all)
+			usleep(20000);
+	} while (!all && th_now_ms() < end);
+	for (unsigned i = 0; i < NPORTS; i++) {
+		if (!ports[i].connected)
+			continue;
+		CHECK(n[i] == 1);
+		CHECK(w0[i] == (i == OWN ? 0u : 1u));
+	}
+}
+
 /* The driver breaks a rule: a TX head past the ring (VIRTIO 1.2 2.7.13.2: avail ring entries
  * name the head of a descriptor chain, below the queue size). */
 static void break_tx_ring(unsigned i)
@@ -74,6 +119,7 @@ static void test_shared(void)
 	threads1 = vtproc_status_kb(set.vt, "Threads");
 	CHECK(vtproc_threads_named(set.vt, "vtw-w0") == 1);
 	CHECK(threads1 == threads0 + 1);
+	check_stats_name_worker();
 	printf(
 	    "4 ports on worker w0 and 1 on its own: traffic on all 5, daemon threads %ld -> %ld\n",
 	    threads0, threads1);

@@ -107,6 +107,7 @@ static void shared_free(struct shared_wrk *tab, unsigned n)
 static void log_stats(void)
 {
 	for (unsigned i = 0; i < cfg.nports; i++) {
+		const struct vu_port_config *pc = &cfg.ports[i];
 		struct vnet_stats s;
 
 		if (!ports[i])
@@ -115,14 +116,15 @@ static void log_stats(void)
 		vt_info(
 		    "%s: %s rx %llu pkts %llu bytes, tx %llu pkts %llu bytes, drops rx "
 		    "too-big %llu hold-full %llu backend %llu, tx bad-hdr %llu backend %llu, "
-		    "held %llu, paused %llu",
+		    "held %llu, paused %llu%s%s",
 		    vu_port_name(ports[i]), vu_port_connected(ports[i]) ? "up" : "waiting",
 		    (unsigned long long)s.rx_packets, (unsigned long long)s.rx_bytes,
 		    (unsigned long long)s.tx_packets, (unsigned long long)s.tx_bytes,
 		    (unsigned long long)s.rx_drop_too_big, (unsigned long long)s.rx_drop_hold_full,
 		    (unsigned long long)s.rx_drop_backend, (unsigned long long)s.tx_drop_bad_hdr,
 		    (unsigned long long)s.tx_drop_backend, (unsigned long long)s.rx_held,
-		    (unsigned long long)s.rx_paused);
+		    (unsigned long long)s.rx_paused, pc->worker ? ", on shared worker " : "",
+		    pc->worker ? pc->worker_name : "");
 		for (unsigned q = 0; vu_port_queues(ports[i]) > 1 && q < vu_port_queues(ports[i]);
 		     q++) {
 			vu_port_qp_stats(ports[i], q, &s);
