@@ -23,7 +23,9 @@ struct be_msg {
 struct be_ops {
 	const char *name;
 	/* Read one frame (header first) into iov. Bytes read, -EAGAIN when empty, -errno. A frame
-	 * longer than iov is truncated by the backend, so callers offer room for the largest. */
+	 * longer than iov is truncated by the backend, so callers offer room for the largest. The
+	 * header's num_buffers (the last 2 bytes of a 12-byte header) is the device's: it writes it
+	 * after rx returns, so the backend may leave those bytes as they were. */
 	ssize_t (*rx)(void *be, const struct iovec *iov, int n);
 	/* Write one frame (header first). Bytes written, -EAGAIN when full, -errno. */
 	ssize_t (*tx)(void *be, const struct iovec *iov, int n);

@@ -152,7 +152,8 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 	case MEMBE_SOURCE:
 		len = (size_t)m->hdr_len + m->frame_len;
 		/* The template's header is v1-sized; a 10-byte header is its first 10 bytes. */
-		got = be_scatter(iov, n, m->frame + (VNET_HDR_LEN_V1 - m->hdr_len), len);
+		got = be_scatter_frame(iov, n, m->frame + (VNET_HDR_LEN_V1 - m->hdr_len), len,
+				       (size_t)m->hdr_len);
 		break;
 	case MEMBE_ECHO:
 		if (!m->count) {
@@ -160,7 +161,8 @@ static ssize_t membe_rx(void *be, const struct iovec *iov, int n)
 			return -EAGAIN;
 		}
 		len = m->lens[m->head];
-		got = be_scatter(iov, n, m->slots + (size_t)m->head * m->slot_size, len);
+		got = be_scatter_frame(iov, n, m->slots + (size_t)m->head * m->slot_size, len,
+				       (size_t)m->hdr_len);
 		m->head = (m->head + 1) & (m->cap - 1);
 		full = m->count-- == m->cap;
 		/* Was full: the counter was saturated (efd_set_full); bring it back to 1, so the fd

@@ -350,7 +350,7 @@ static ssize_t tap_be_rx(void *be, const struct iovec *iov, int n)
 		 * caller's whole iov, which the caller takes as possibly truncated (and drops). */
 		return (ssize_t)be_iov_len(iov, n);
 	}
-	return (ssize_t)be_scatter(iov, n, t->rx_stage, len);
+	return (ssize_t)be_scatter_frame(iov, n, t->rx_stage, len, (size_t)t->hdr_len);
 }
 
 static ssize_t tap_be_tx(void *be, const struct iovec *iov, int n)
