@@ -13,9 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
 
 #include "virtap/log.h"
 #include "virtap/vnet.h"
@@ -520,43 +517,6 @@ static void pool_compact(struct vnet_qp *qp, struct rx_pool *p, struct gather *g
 	g->iov0 = 0;
 }
 
-#if defined(__x86_64__)
-/* 1: the CPU has PREFETCHW (CPUID 0x80000001, ECX bit 8), -1: it has not, 0: not asked yet. */
-static int prefetchw_ok;
-
-static bool have_prefetchw(void)
-{
-	int v = __atomic_load_n(&prefetchw_ok, __ATOMIC_RELAXED);
-
-	if (!v) {
-		unsigned a, b, c = 0, d;
-
-		v = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & (1u << 8)) ? 1 : -1;
-		__atomic_store_n(&prefetchw_ok, v, __ATOMIC_RELAXED);
-	}
-	return v > 0;
-}
-#endif
-
-/*
- * Ask for a line in exclusive state ahead of the stores to it: the pool pops RX buffers a burst
- * ahead, and the copy into each then finds its line owned instead of waiting for the guest's
- * vCPU to give it up (the guest read the last frame there), with later stores piling up behind
- * it. On x86 it takes PREFETCHW: __builtin_prefetch(p, 1) is a plain read prefetch without
- * -mprfchw, which brings the line shared and leaves the store its own ownership request. A hint:
- * it never faults.
- */
-static inline void prefetch_for_write(const void *p)
-{
-#if defined(__x86_64__)
-	if (have_prefetchw()) {
-		__asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
-		return;
-	}
-#endif
-	__builtin_prefetch(p, 1);
-}
-
 /* Pop one more RX buffer into the pool. */
 static int pool_pop(struct vnet_qp *qp, struct rx_pool *p, struct gather *g)
 {
@@ -595,9 +555,10 @@ static int pool_pop(struct vnet_qp *qp, struct rx_pool *p, struct gather *g)
 			       c.in_len, qp->hdr_len);
 		return -EIO;
 	}
-	/* The frame's first line, after the header (io 64 B: see be_scatter_frame). */
+	/* The frame's first line, after the header, for the copy a few frames later (io 64 B:
+	 * see be_scatter_frame). */
 	if (qp->rx_iov[p->niov].iov_len > qp->hdr_len)
-		prefetch_for_write((const uint8_t *)qp->rx_iov[p->niov].iov_base + qp->hdr_len);
+		vq_prefetch_w(vq, (const uint8_t *)qp->rx_iov[p->niov].iov_base + qp->hdr_len);
 	b = &qp->rx_bufs[p->n++];
 	b->head = c.head;
 	b->len = c.in_len;

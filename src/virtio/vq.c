@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "virtap/log.h"
 #include "virtap/vq.h"
@@ -88,6 +91,18 @@ void vq_init(struct vq *vq)
 	snprintf(vq->name, sizeof(vq->name), "vq");
 }
 
+/* PREFETCHW: CPUID 0x80000001, ECX bit 8. Asked once per queue setup (not on the datapath). */
+static bool cpu_has_prefetchw(void)
+{
+#if defined(__x86_64__)
+	unsigned a, b, c = 0, d;
+
+	return __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & (1u << 8));
+#else
+	return false;
+#endif
+}
+
 static bool is_pow2(unsigned v)
 {
 	return v && !(v & (v - 1));
@@ -102,6 +117,7 @@ int vq_setup(struct vq *vq, const struct gmem *gm, const char *name, uint16_t nu
 	vq->kick_fd = kick;
 	vq->call_fd = call;
 	snprintf(vq->name, sizeof(vq->name), "%s", name ? name : "vq");
+	vq->prefetchw = cpu_has_prefetchw();
 	/* VIRTIO 1.2 2.7: queue size is a power of 2, at most 32768. */
 	if (!is_pow2(num) || num > VQ_MAX_SIZE) {
 		vt_err("%s: queue size %u is not a power of two <= %u", vq->name, num, VQ_MAX_SIZE);
