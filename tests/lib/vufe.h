@@ -5,7 +5,8 @@
  * the tests that send malformed ones), and a session (struct vufe) that negotiates, shares the
  * guest's memory, starts queue pairs and moves frames through them, checking the rules a driver
  * relies on (no buffer returned twice or never given, num_buffers consistent). Shared by
- * test_vu, test_many_ports and test_inflight (and echoport.h); one frontend implementation for all of them.
+ * test_vu, test_inflight and the echo ports (echoport.h); one frontend implementation for all
+ * of them.
  */
 #ifndef VT_VUFE_H
 #define VT_VUFE_H
