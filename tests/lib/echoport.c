@@ -11,21 +11,13 @@
 
 #include "echoport.h"
 #include "netns.h"
-#include "rig.h"
 #include "vtproc.h"
 
 #define EP_MEM (2u << 20)
 
-static uint8_t frame[VUFE_BUF], got[VUFE_BUF];
-
 static uint32_t seq_of(const struct ep *p, uint32_t n)
 {
 	return (uint32_t)p->id << 24 | (n & 0xffffff);
-}
-
-static size_t len_of(uint32_t seq)
-{
-	return 60 + (seq * 2654435761u >> 7) % 1455u; /* 60..1514, scattered */
 }
 
 void ep_set_init(struct ep_set *s, struct ep *p, unsigned n, const char *tag)
@@ -117,13 +109,9 @@ bool ep_send(struct ep_set *s, unsigned i, unsigned n)
 	struct ep *p = &s->p[i];
 
 	vufe_reap_tx(&p->fe, 0);
-	for (unsigned k = 0; k < n; k++) {
-		uint32_t seq = seq_of(p, p->sent++);
-
-		make_frame(frame, len_of(seq), seq);
-		if (vufe_send(&p->fe, frame, len_of(seq)) < 0)
+	for (unsigned k = 0; k < n; k++)
+		if (vufe_echo_send(&p->fe, seq_of(p, p->sent++)) < 0)
 			return false;
-	}
 	return true;
 }
 
@@ -131,19 +119,10 @@ bool ep_recv_all(struct ep_set *s, unsigned i)
 {
 	struct ep *p = &s->p[i];
 
-	while (p->rcvd != p->sent) {
-		uint32_t seq = seq_of(p, p->rcvd++);
-		long n = vufe_recv_q(&p->fe, 0, got, sizeof(got), VUFE_WAIT_MS);
-
-		make_frame(frame, len_of(seq), seq);
-		if (n != (long)len_of(seq) || memcmp(got, frame, (size_t)n) != 0) {
-			fprintf(stderr, "  %s: frame %u: got %ld bytes, want %zu\n", p->name,
-				p->rcvd - 1, n, len_of(seq));
+	while (p->rcvd != p->sent)
+		if (!vufe_echo_expect(&p->fe, seq_of(p, p->rcvd++), p->name))
 			return false;
-		}
-	}
-	vufe_post_rx(&p->fe, 256, VUFE_BUF);
-	return vufe_tx_drain(&p->fe, 0, VUFE_WAIT_MS) && !p->fe.bad_used && !p->fe.bad_rx;
+	return vufe_echo_settle(&p->fe);
 }
 
 unsigned ep_traffic(struct ep_set *s, unsigned n, unsigned *tried)

@@ -704,35 +704,47 @@ long vufe_recv(struct vufe *fe, void *buf, size_t cap)
 	return vufe_recv_q(fe, 0, buf, cap, 0);
 }
 
-static size_t echo_len(uint32_t seq)
+size_t vufe_echo_len(uint32_t seq)
 {
 	return 60 + (seq * 2654435761u >> 7) % 1455u; /* 60..1514, scattered */
 }
 
-bool vufe_echo_round(struct vufe *fe, uint32_t *sent, uint32_t *rcvd)
+int vufe_echo_send(struct vufe *fe, uint32_t seq)
 {
-	static __thread uint8_t frame[VUFE_BUF], got[VUFE_BUF];
+	static __thread uint8_t frame[VUFE_BUF];
 
-	vufe_reap_tx(fe, 0);
-	for (unsigned k = 0; k < 16; k++) {
-		uint32_t seq = (*sent)++;
+	make_frame(frame, vufe_echo_len(seq), seq);
+	return vufe_send(fe, frame, vufe_echo_len(seq));
+}
 
-		make_frame(frame, echo_len(seq), seq);
-		if (vufe_send(fe, frame, echo_len(seq)) < 0)
-			return false;
-	}
-	while (*rcvd != *sent) {
-		uint32_t seq = (*rcvd)++;
-		long n = vufe_recv_q(fe, 0, got, sizeof(got), VUFE_WAIT_MS);
+bool vufe_echo_expect(struct vufe *fe, uint32_t seq, const char *who)
+{
+	static __thread uint8_t want[VUFE_BUF], got[VUFE_BUF];
+	long n = vufe_recv_q(fe, 0, got, sizeof(got), VUFE_WAIT_MS);
+	size_t len = vufe_echo_len(seq);
 
-		make_frame(frame, echo_len(seq), seq);
-		if (n != (long)echo_len(seq) || memcmp(got, frame, (size_t)n) != 0) {
-			fprintf(stderr, "  echo frame %u: got %ld bytes, want %zu%s\n", seq, n,
-				echo_len(seq),
-				n == (long)echo_len(seq) ? " (contents differ)" : "");
-			return false;
-		}
-	}
+	make_frame(want, len, seq);
+	if (n == (long)len && memcmp(got, want, len) == 0)
+		return true;
+	fprintf(stderr, "  %s: echo frame %#x: got %ld bytes, want %zu%s\n", who, seq, n, len,
+		n == (long)len ? " (contents differ)" : "");
+	return false;
+}
+
+bool vufe_echo_settle(struct vufe *fe)
+{
 	vufe_post_rx(fe, 256, VUFE_BUF);
 	return vufe_tx_drain(fe, 0, VUFE_WAIT_MS) && !fe->bad_used && !fe->bad_rx;
+}
+
+bool vufe_echo_round(struct vufe *fe, uint32_t *sent, uint32_t *rcvd)
+{
+	vufe_reap_tx(fe, 0);
+	for (unsigned k = 0; k < 16; k++)
+		if (vufe_echo_send(fe, (*sent)++) < 0)
+			return false;
+	while (*rcvd != *sent)
+		if (!vufe_echo_expect(fe, (*rcvd)++, fe->path))
+			return false;
+	return vufe_echo_settle(fe);
 }

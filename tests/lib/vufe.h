@@ -146,6 +146,15 @@ bool vufe_tx_drain(struct vufe *fe, unsigned qp, int ms);
 long vufe_recv(struct vufe *fe, void *buf, size_t cap);
 long vufe_recv_q(struct vufe *fe, unsigned qp, void *buf, size_t cap, int ms);
 
+/* Echo traffic on queue pair 0. Frame seq has vufe_echo_len(seq) bytes (60..1514, scattered)
+ * and contents from seq (make_frame). vufe_echo_send sends it (vufe_send's result);
+ * vufe_echo_expect takes the next received frame, waiting up to VUFE_WAIT_MS, and checks it is
+ * frame seq byte-exact (false with a line on stderr naming who and the frame if not);
+ * vufe_echo_settle refills RX, waits for every TX chain back and checks no ring entry was bad. */
+size_t vufe_echo_len(uint32_t seq);
+int vufe_echo_send(struct vufe *fe, uint32_t seq);
+bool vufe_echo_expect(struct vufe *fe, uint32_t seq, const char *who);
+bool vufe_echo_settle(struct vufe *fe);
 /* Against an echo backend on queue pair 0: 16 frames out (sequence numbers from *sent, sizes
  * 60..1514), the same 16 back in order and byte-exact, RX refilled, TX reaped. False on any
  * loss, difference or bad ring entry (a line on stderr says which frame). */
