@@ -205,6 +205,17 @@ static unsigned reap(struct rig *r, bool *seen, unsigned *dups)
 	return n;
 }
 
+/* Run the TX handler until it stops for a reason other than its budget (a ring of QSIZE takes
+ * at most QSIZE / 2 chains a run); returns that status. */
+static int tx_until_done(struct rig *r)
+{
+	int st, runs = 0;
+
+	while ((st = vnet_handle_tx(&r->qp)) == VNET_MORE && ++runs < 16)
+		;
+	return st;
+}
+
 static void test_partial(void)
 {
 	struct script s = {.room = 20};
@@ -256,7 +267,7 @@ static void test_fallback(void)
 	done = reap(&r, seen, &dups);
 	CHECK(done == 10 && s.bursts == 0 && s.singles == 11); /* the 11th said "full" */
 	s.room = 1000;
-	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
+	CHECK(tx_until_done(&r) == VNET_IDLE);
 	done += reap(&r, seen, &dups);
 	CHECK(done == NCHAIN && dups == 0 && s.got == NCHAIN);
 	for (unsigned i = 0; i < NCHAIN; i++)
@@ -273,10 +284,12 @@ static void test_budget(void)
 	struct rig r;
 
 	rig_up(&r, &script_ops, &s);
-	r.qp.cfg.tx_budget_pkts = 40;
+	r.qp.cfg.tx_budget_pkts = 20; /* under a burst, and under half the ring */
 	post(&r, NCHAIN, NULL);
 	CHECK(vnet_handle_tx(&r.qp) == VNET_MORE);
-	CHECK(reap(&r, seen, &dups) == 40 && s.got == 40);
+	CHECK(reap(&r, seen, &dups) == 20 && s.got == 20);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_MORE);
+	CHECK(reap(&r, seen, &dups) == 20 && s.got == 40);
 	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
 	CHECK(reap(&r, seen, &dups) == NCHAIN - 40 && dups == 0 && s.got == NCHAIN);
 	rig_down(&r);
@@ -339,6 +352,37 @@ static void post_rx(struct rig *r, unsigned n, uint16_t *heads, uint64_t *gpas)
 		gpas[i] = b.gpa;
 	}
 	fg_publish(&r->rx, false);
+}
+
+/* Half the ring: with the default budget (128) on a ring of 64, a run stops after 32 frames in
+ * either direction, so the driver sees used entries before its ring is drained. */
+static void test_budget_half_ring(void)
+{
+	static const unsigned flen[NCHAIN] = {[0 ... NCHAIN - 1] = VNET_HDR_LEN_V1 + 60};
+	struct script s = {.room = 1000, .rx_len = flen, .rx_n = NCHAIN};
+	bool seen[QSIZE] = {false};
+	uint16_t heads[NCHAIN], ids[NCHAIN];
+	uint64_t gpas[NCHAIN];
+	uint32_t lens[NCHAIN];
+	unsigned dups = 0;
+	struct rig r;
+
+	rig_up_f(&r, &script_ops, &s, VNET_BIT(VQ_F_VERSION_1)); /* one buffer per RX frame */
+	CHECK(r.qp.cfg.tx_budget_pkts == 128 && r.qp.cfg.rx_budget_pkts == 128);
+	post(&r, NCHAIN, NULL);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_MORE);
+	CHECK(reap(&r, seen, &dups) == QSIZE / 2 && s.got == QSIZE / 2);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
+	CHECK(reap(&r, seen, &dups) == NCHAIN - QSIZE / 2 && dups == 0);
+
+	post_rx(&r, NCHAIN, heads, gpas);
+	CHECK(vnet_handle_rx(&r.qp) == VNET_MORE);
+	CHECK(reap_ids(&r.rx, ids, lens, NCHAIN) == QSIZE / 2 && s.rx_at == QSIZE / 2);
+	/* every buffer is used now, so the run ends waiting for the guest */
+	CHECK(vnet_handle_rx(&r.qp) == VNET_WAIT_GUEST);
+	CHECK(reap_ids(&r.rx, ids, lens, NCHAIN) == NCHAIN - QSIZE / 2 && s.rx_at == NCHAIN);
+	CHECK(!vq_is_broken(&r.qp.rx) && !vq_is_broken(&r.qp.tx));
+	rig_down(&r);
 }
 
 /*
@@ -487,7 +531,7 @@ static void test_tap(bool no_uring)
 	rig_up(&r, &tap_be_ops, &t);
 	before = tap_rx_packets("vtburst0");
 	post(&r, NCHAIN, NULL);
-	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
+	CHECK(tx_until_done(&r) == VNET_IDLE);
 	CHECK(reap(&r, seen, &dups) == NCHAIN && dups == 0);
 	CHECK(r.qp.stats.tx_packets == NCHAIN && r.qp.stats.tx_drop_backend == 0);
 	CHECK(tap_rx_packets("vtburst0") - before == NCHAIN);
@@ -505,6 +549,7 @@ int main(void)
 	test_partial();
 	test_fallback();
 	test_budget();
+	test_budget_half_ring();
 	test_in_order_tx();
 	test_in_order_rx();
 	test_rx_pool();

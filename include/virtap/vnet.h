@@ -22,9 +22,9 @@
 #define VNET_BURST 32
 
 struct vnet_config {
-	unsigned rx_budget_pkts; /* frames per RX handler run (the seed's 50 is QEMU's) */
+	unsigned rx_budget_pkts; /* frames per RX handler run, at most half the ring (QEMU: 50) */
 	size_t rx_budget_bytes;	 /* bytes per RX handler run */
-	unsigned tx_budget_pkts; /* chains per TX handler run */
+	unsigned tx_budget_pkts; /* chains per TX handler run, at most half the ring */
 	size_t tx_budget_bytes;	 /* bytes per TX handler run */
 	unsigned hold_frames;	 /* net queue bound, frames */
 	unsigned rx_cover;	 /* guest bytes gathered before a zero-copy read; the rest of a

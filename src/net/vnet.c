@@ -31,14 +31,15 @@ struct vnet_burst {
 
 void vnet_config_default(struct vnet_config *cfg)
 {
-	/* 64 frames per handler run: a run publishes its used entries once, at its end, so a
-	 * long run holds the first frames back from the driver meanwhile. Measured against 256 with
-	 * testpmd's io round trip (both directions on one worker, 64 B): 9.6 -> 11.2 Mpps;
-	 * one-way streams unchanged. */
+	/* 128 frames per handler run. A run publishes its used entries once, at its end, so a
+	 * long run holds its first frames back from the driver meanwhile: 256 against 64 in the
+	 * fourth pass, testpmd's io round trip, 64 B: 9.6 -> 11.2 Mpps. Since the RX stores stopped
+	 * stalling (seventh pass), 128 beats 64: io 16.5 -> 17.4 Mpps, rxonly 35.3 -> 36.3, txonly
+	 * 39.3 -> 40.5; the TAP path unchanged. run_budget keeps it under half the ring. */
 	*cfg = (struct vnet_config){
-	    .rx_budget_pkts = 64,
+	    .rx_budget_pkts = 128,
 	    .rx_budget_bytes = 512 * 1024,
-	    .tx_budget_pkts = 64,
+	    .tx_budget_pkts = 128,
 	    .tx_budget_bytes = 512 * 1024,
 	    .hold_frames = 32,
 	    .rx_cover = 1536,
@@ -299,10 +300,23 @@ static bool handler_enter(struct vnet_qp *qp, struct vq *vq, int *status)
 	return true;
 }
 
+/*
+ * Frames one handler run may move: the configured budget, but at most half the ring. A run that
+ * takes every buffer the driver has out before publishing any makes the two sides take turns
+ * instead of overlapping (testpmd io round trip, 64 B, ring of 128: budget 64 15.8 Mpps,
+ * budget 128 10.4).
+ */
+static unsigned run_budget(const struct vq *vq, unsigned budget)
+{
+	unsigned half = vq->num / 2 ? vq->num / 2 : 1;
+
+	return budget < half ? budget : half;
+}
+
 static int handle_tx_single(struct vnet_qp *qp)
 {
 	struct vq *vq = &qp->tx;
-	unsigned pkts = 0;
+	unsigned pkts = 0, budget = run_budget(vq, qp->cfg.tx_budget_pkts);
 	size_t bytes = 0;
 	int status = VNET_IDLE;
 
@@ -310,7 +324,7 @@ static int handle_tx_single(struct vnet_qp *qp)
 		struct vq_chain c;
 		int r;
 
-		if (pkts >= qp->cfg.tx_budget_pkts || bytes >= qp->cfg.tx_budget_bytes) {
+		if (pkts >= budget || bytes >= qp->cfg.tx_budget_bytes) {
 			status = VNET_MORE;
 			break;
 		}
@@ -412,17 +426,16 @@ static int handle_tx_burst(struct vnet_qp *qp)
 {
 	struct vnet_burst *b = qp->burst;
 	struct vq *vq = &qp->tx;
-	unsigned pkts = 0;
+	unsigned pkts = 0, budget = run_budget(vq, qp->cfg.tx_budget_pkts);
 	size_t bytes = 0;
 	int status = VNET_MORE;
 
 	while (status == VNET_MORE) {
 		unsigned n, nsend, keep;
 
-		if (pkts >= qp->cfg.tx_budget_pkts || bytes >= qp->cfg.tx_budget_bytes)
+		if (pkts >= budget || bytes >= qp->cfg.tx_budget_bytes)
 			break;
-		status = txb_fill(qp, qp->cfg.tx_budget_pkts - pkts,
-				  qp->cfg.tx_budget_bytes - bytes, &n, &nsend);
+		status = txb_fill(qp, budget - pkts, qp->cfg.tx_budget_bytes - bytes, &n, &nsend);
 		txb_send(qp, nsend);
 		/* Chains up to the last one the backend took are done; a backend-full tail goes
 		 * back to the ring, to be popped again when the backend is writable. */
@@ -814,17 +827,17 @@ int vnet_handle_rx(struct vnet_qp *qp)
 	struct vq *vq = &qp->rx;
 	uint64_t pkts0 = qp->stats.rx_packets, bytes0 = qp->stats.rx_bytes;
 	struct rx_pool pool = {0};
-	unsigned loops = 0, moved;
+	unsigned loops = 0, moved, budget;
 	int status;
 
 	if (!handler_enter(qp, vq, &status))
 		return status;
+	budget = run_budget(vq, qp->cfg.rx_budget_pkts);
 	for (;;) {
-		unsigned left = qp->cfg.rx_budget_pkts - loops;
+		unsigned left = budget - loops;
 		int r;
 
-		if (loops++ >= qp->cfg.rx_budget_pkts ||
-		    qp->stats.rx_bytes - bytes0 >= qp->cfg.rx_budget_bytes) {
+		if (loops++ >= budget || qp->stats.rx_bytes - bytes0 >= qp->cfg.rx_budget_bytes) {
 			status = VNET_MORE;
 			break;
 		}
