@@ -6,13 +6,15 @@
  * the four; a guest that breaks its ring stops only its own port; a reload that keeps some
  * ports of the worker and adds one keeps their sessions and their traffic on the same worker;
  * a reload that changes the worker's busy-poll restarts its ports on a new one, which replaces
- * the old one thread for thread.
+ * the old one thread for thread. Last, a daemon started in a pids cgroup that allows it no
+ * thread more: the shared worker cannot start, and its ports get a worker each.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -174,10 +176,114 @@ static void test_shared(void)
 	    "reload: w0 without busy-poll: s0, s1, s2, s4 restarted on a new w0, o0 untouched\n");
 }
 
-int main(void)
+/* ---- a shared worker that cannot start ------------------------------------------------- */
+
+/* A pids cgroup (v1 hierarchy, or v2 with the pids controller at the root) of our own. */
+static char cg_dir[96], cg_root[64];
+
+static bool cg_write(const char *dir, const char *file, const char *val)
+{
+	char path[160];
+	FILE *f;
+	bool ok;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	f = fopen(path, "we");
+	if (!f)
+		return false;
+	ok = fputs(val, f) >= 0;
+	return (fclose(f) == 0) && ok;
+}
+
+static bool cg_make(void)
+{
+	static const char *const roots[] = {"/sys/fs/cgroup/pids", "/sys/fs/cgroup"};
+
+	for (unsigned i = 0; i < 2; i++) {
+		snprintf(cg_dir, sizeof(cg_dir), "%s/vt-sw-%d", roots[i], (int)getpid());
+		if (mkdir(cg_dir, 0755) == 0 && access(cg_dir, F_OK) == 0) {
+			char probe[128];
+
+			snprintf(probe, sizeof(probe), "%s/pids.max", cg_dir);
+			if (access(probe, W_OK) == 0) {
+				snprintf(cg_root, sizeof(cg_root), "%s", roots[i]);
+				return true;
+			}
+			rmdir(cg_dir);
+		}
+	}
+	cg_dir[0] = 0;
+	return false;
+}
+
+static void cg_leave(void)
+{
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	cg_write(cg_root, "cgroup.procs", pid);
+}
+
+/*
+ * The daemon starts where it may not make one more thread: worker w0 cannot start, which the log
+ * says once, and the daemon carries on; its ports then get a worker each when their frontends
+ * connect (the limit is lifted by then), and pass traffic.
+ */
+static void test_shared_fallback(void)
+{
+	char pid[16];
+	bool started;
+
+	if (!cg_make()) {
+		printf("no pids cgroup to limit threads with: the fallback is not exercised\n");
+		return;
+	}
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	/* This process and the daemon it forks, no thread more. */
+	if (!cg_write(cg_dir, "cgroup.procs", pid) || !cg_write(cg_dir, "pids.max", "2\n")) {
+		CHECK(!"cannot put this test in its pids cgroup");
+		cg_leave();
+		return;
+	}
+	for (unsigned i = 0; i < NPORTS; i++)
+		ports[i].present = i < 3;
+	w0_poll = 200;
+	set_extra();
+	started = ep_daemon_start(&set);
+	cg_leave();
+	CHECK(cg_write(cg_dir, "pids.max", "max\n"));
+	CHECK(started);
+	if (!started)
+		return;
+	CHECK(vtproc_log_wait(set.log, "worker w0: cannot start it", 3000));
+	CHECK(vtproc_threads_named(set.vt, "vtw-w0") == 0);
+	for (unsigned i = 0; i < 3; i++)
+		CHECK(ep_up(&set, i));
+	CHECK(all_pass(16));
+	for (unsigned i = 0; i < 3; i++) {
+		char comm[16];
+
+		snprintf(comm, sizeof(comm), "vt-%s-0", ports[i].name);
+		CHECK(vtproc_threads_named(set.vt, comm) == 1);
+	}
+	printf("worker w0 could not start: the daemon logged it, and s0, s1, s2 passed traffic "
+	       "on a worker each\n");
+}
+
+static void daemon_stop(void)
 {
 	int st;
 
+	for (unsigned i = 0; i < NPORTS; i++)
+		if (ports[i].connected)
+			ep_down(&set, i);
+	st = vtproc_stop(set.vt, SIGTERM, 10000);
+	CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	set.vt = -1;
+}
+
+int main(void)
+{
 	signal(SIGPIPE, SIG_IGN);
 	vtproc_bin();
 	ep_set_init(&set, ports, NPORTS, "sw");
@@ -189,12 +295,12 @@ int main(void)
 	}
 
 	test_shared();
-
-	for (unsigned i = 0; i < NPORTS; i++)
-		if (ports[i].connected)
-			ep_down(&set, i);
-	st = vtproc_stop(set.vt, SIGTERM, 10000);
-	CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	daemon_stop();
+	test_shared_fallback();
+	if (set.vt > 0)
+		daemon_stop();
+	if (cg_dir[0])
+		rmdir(cg_dir);
 	if (th_failures) {
 		fprintf(stderr, "--- daemon log (%s)\n", set.log);
 		vtproc_tail(set.log, 60);
