@@ -201,7 +201,7 @@ static bool cg_make(void)
 
 	for (unsigned i = 0; i < 2; i++) {
 		snprintf(cg_dir, sizeof(cg_dir), "%s/vt-sw-%d", roots[i], (int)getpid());
-		if (mkdir(cg_dir, 0755) == 0 && access(cg_dir, F_OK) == 0) {
+		if (mkdir(cg_dir, 0755) == 0) {
 			char probe[128];
 
 			snprintf(probe, sizeof(probe), "%s/pids.max", cg_dir);
@@ -216,12 +216,13 @@ static bool cg_make(void)
 	return false;
 }
 
-static void cg_leave(void)
+/* Move this process into the cgroup at dir. */
+static bool cg_move(const char *dir)
 {
 	char pid[16];
 
 	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	cg_write(cg_root, "cgroup.procs", pid);
+	return cg_write(dir, "cgroup.procs", pid);
 }
 
 /*
@@ -231,18 +232,16 @@ static void cg_leave(void)
  */
 static void test_shared_fallback(void)
 {
-	char pid[16];
 	bool started;
 
 	if (!cg_make()) {
 		printf("no pids cgroup to limit threads with: the fallback is not exercised\n");
 		return;
 	}
-	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 	/* This process and the daemon it forks, no thread more. */
-	if (!cg_write(cg_dir, "cgroup.procs", pid) || !cg_write(cg_dir, "pids.max", "2\n")) {
+	if (!cg_move(cg_dir) || !cg_write(cg_dir, "pids.max", "2\n")) {
 		CHECK(!"cannot put this test in its pids cgroup");
-		cg_leave();
+		cg_move(cg_root);
 		return;
 	}
 	for (unsigned i = 0; i < NPORTS; i++)
@@ -250,7 +249,7 @@ static void test_shared_fallback(void)
 	w0_poll = 200;
 	set_extra();
 	started = ep_daemon_start(&set);
-	cg_leave();
+	cg_move(cg_root);
 	CHECK(cg_write(cg_dir, "pids.max", "max\n"));
 	CHECK(started);
 	if (!started)
