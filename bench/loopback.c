@@ -602,10 +602,37 @@ static int gen_queue(struct bench *b, unsigned n)
 }
 
 /*
+ * Take back the `posted` buffers of a batch. *te: when the used index first covered them all,
+ * which ends the timed span. The guest's own work on the frames of virtap's last run (a cache
+ * miss per frame on the line virtap wrote) comes after it: it is not virtap's. Counted, it made
+ * the figure fall as the handler's run grew (64 B: budget 128 5 % below 64; uncounted, 2 %).
+ */
+static unsigned take_batch(struct bench *b, unsigned posted, long long ts, long long *te)
+{
+	unsigned got = 0;
+	uint32_t id, len;
+
+	*te = 0;
+	while (got < posted && now_ns() - ts < 1000000000ll) {
+		if (!*te && got + fg_used_pending(&b->arx) >= posted)
+			*te = now_ns();
+		if (!fg_used(&b->arx, &id, &len))
+			continue;
+		guest_take_rx(b, b->rx_owner[id], len);
+		b->free_bufs[b->nfree++] = b->rx_owner[id];
+		got++;
+	}
+	if (!*te)
+		*te = now_ns();
+	return got;
+}
+
+/*
  * rx mode, --rx-batch N: the way vt_tap_ceiling times read(). The guest has no RX buffers out,
  * so virtap reads nothing while the generator queues N frames in vtbA; then the guest posts N
- * buffers (kicking if virtap asked for it) and collects them filled. Only the time from posting
- * to the last used entry counts: virtap reading a queued batch, with no generator running.
+ * buffers (kicking if virtap asked for it) and takes them back filled. Only the time from
+ * posting to the used index covering the last one counts: virtap reading a queued batch, with
+ * no generator running.
  */
 static int bench_run_batched(struct bench *b, double secs, struct result *r)
 {
@@ -615,7 +642,7 @@ static int bench_run_batched(struct bench *b, double secs, struct result *r)
 	while (now_ns() < t_end) {
 		uint64_t rx0 = b->guest_rx, by0 = b->guest_rx_bytes;
 		uint16_t old = b->arx.avail_idx;
-		unsigned posted = 0, got = 0;
+		unsigned posted = 0, got;
 		long long ts, te;
 		int err = gen_queue(b, rx_batch);
 
@@ -627,16 +654,7 @@ static int bench_run_batched(struct bench *b, double secs, struct result *r)
 			posted++;
 		}
 		guest_publish(&b->arx, old);
-		while (got < posted && now_ns() - ts < 1000000000ll) {
-			uint32_t id, len;
-
-			while (fg_used(&b->arx, &id, &len)) {
-				guest_take_rx(b, b->rx_owner[id], len);
-				b->free_bufs[b->nfree++] = b->rx_owner[id];
-				got++;
-			}
-		}
-		te = now_ns();
+		got = take_batch(b, posted, ts, &te);
 		if (got < posted) {
 			fprintf(stderr, "rx batch: %u of %u buffers came back within 1 s\n", got,
 				posted);
@@ -656,7 +674,7 @@ static int bench_run_batched(struct bench *b, double secs, struct result *r)
 			     .mpps = (double)pkts / ((double)busy / 1e9) / 1e6,
 			     .gbps = (double)bytes * 8 / ((double)busy / 1e9) / 1e9};
 	printf("%-4s %5u B: %.3f Mpps %.3f Gbit/s (batches of %u timed from posting the buffers "
-	       "to the last used entry; %llu frames, foreign %llu)\n",
+	       "until the used index covers them; %llu frames, foreign %llu)\n",
 	       mode_name[r->mode], r->size, r->mpps, r->gbps, rx_batch, (unsigned long long)pkts,
 	       (unsigned long long)b->foreign);
 	return 0;
@@ -775,7 +793,8 @@ static void usage(FILE *f)
 	    "                notifications after US microseconds idle (default 0: off)\n"
 	    "  --rx-batch N  rx mode timed like vt_tap_ceiling's read(): N frames queued in the\n"
 	    "                TAP while the guest has no buffers out, then timed from posting N\n"
-	    "                buffers to the last one filled (default: continuous feed)\n"
+	    "                buffers until the used index covers them all (default: continuous\n"
+	    "                feed)\n"
 	    "  --help        this text\n"
 	    "\n"
 	    "Exit status: 0 success, 77 cannot run here (not root), 1 failure (no frame moved).\n",

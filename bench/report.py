@@ -262,7 +262,7 @@ def tap(out):
         "(pinned to CPU 1) moving the frames between the TAP and a fake guest's ring (rx: TAP → guest ring, "
         "tx: guest ring → TAP; generator and guest on CPU 0), in busy-poll and notification mode. RX is "
         "timed two ways: like the ceiling's read() (vt_loopback --rx-batch 256: 256 frames queued in the TAP "
-        "while the guest has no buffers out, then timed from posting 256 buffers to the last one filled), "
+        "while the guest has no buffers out, then timed from posting 256 buffers until the used index covers the last one), "
         "and with the generator running alongside (its own cost on the other vCPU and the TAP queue's "
         "lock shared with it are in that figure; the ceiling has no counterpart). TX goes to "
         "the TAP in bursts of up to 32 frames per io_uring_enter. Mpps median (min–max); ratio: median over runs of "
