@@ -398,10 +398,15 @@ static size_t tap_stage(uint8_t *dst, const struct be_msg *m)
 	return be_gather(dst, TAP_STAGE, m->iov, m->niov);
 }
 
-/* One io_uring_enter for n readv/writev: on a non-blocking TAP each completes inline, in order;
- * a queue that is empty (read) or full (write) answers -EAGAIN instead of parking the request. */
-static int tap_burst(struct tap *t, struct be_msg *m, int n, bool write)
+/*
+ * One io_uring_enter for n writes: with the TAP's default (unlimited) send buffer a write never
+ * waits, the kernel takes or drops the frame, so each completes inline, in order. Reads would
+ * not: io_uring ignores O_NONBLOCK on a file that can poll and parks a read of an empty queue
+ * (it would need RWF_NOWAIT). RX stays one read() per frame (BENCHMARKS.md, ninth pass).
+ */
+static int tap_be_tx_burst(void *be, struct be_msg *m, int n)
 {
+	struct tap *t = be;
 	struct tap_ring *tr = tap_uring(t);
 	struct io_uring *r = tr ? &tr->r : NULL;
 	struct io_uring_cqe *cqe;
@@ -414,14 +419,12 @@ static int tap_burst(struct tap *t, struct be_msg *m, int n, bool write)
 		n = TAP_BURST_MAX;
 	for (int i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(r);
-		size_t len = write ? tap_stage(tr->stage[i], &m[i]) : 0;
+		size_t len = tap_stage(tr->stage[i], &m[i]);
 
 		if (len)
 			io_uring_prep_write(sqe, t->fd, tr->stage[i], (unsigned)len, 0);
-		else if (write)
-			io_uring_prep_writev(sqe, t->fd, m[i].iov, (unsigned)m[i].niov, 0);
 		else
-			io_uring_prep_readv(sqe, t->fd, m[i].iov, (unsigned)m[i].niov, 0);
+			io_uring_prep_writev(sqe, t->fd, m[i].iov, (unsigned)m[i].niov, 0);
 		io_uring_sqe_set_data64(sqe, (uint64_t)i);
 		m[i].res = -EAGAIN;
 	}
@@ -448,11 +451,6 @@ static int tap_burst(struct tap *t, struct be_msg *m, int n, bool write)
 	}
 	io_uring_cq_advance(r, seen);
 	return n;
-}
-
-static int tap_be_tx_burst(void *be, struct be_msg *m, int n)
-{
-	return tap_burst(be, m, n, true);
 }
 #endif
 
