@@ -45,9 +45,14 @@ vt_check "a bad configuration is refused" vt_wait_for "$WORK/virtap.log" "has er
 vt_check "port c still listening after the refused reload" test -S "$WORK/c.sock"
 sleep 1
 kill -INT "$PING"; wait "$PING" || true
-lost=$(sed -n 's/.* \([0-9]*\)% packet loss.*/\1/p' "$WORK/ping.log")
-echo "  ping across two reloads: ${lost:-?}% loss"
-vt_check "guest traffic uninterrupted across the reloads (no ping lost)" test "${lost:-100}" = 0
+# Judge by the replies, not ping's loss figure: the probe in flight when ping is interrupted
+# counts as lost there. Every probe up to the newest answered one must have its reply.
+got=$(grep -c 'bytes from' "$WORK/ping.log" || true)
+last=$(sed -n 's/.*icmp_seq=\([0-9]*\) .*/\1/p' "$WORK/ping.log" | sort -n | tail -1)
+missing=$((${last:-0} - got))
+echo "  ping across two reloads: $got replies up to icmp_seq ${last:-none}, $missing missing"
+vt_check "guest traffic uninterrupted across the reloads (no ping lost)" \
+  test "${last:-0}" -ge 10 -a "$missing" = 0
 
 write_conf a2 c
 kill -HUP "$VT_PID"
