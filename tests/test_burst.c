@@ -13,6 +13,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fakeguest.h"
@@ -500,6 +501,86 @@ static void test_rx_pool(void)
 	rig_down(&r);
 }
 
+/*
+ * The burst's iovec scratch filled to the last slot by guest-sized chains: an indirect table of
+ * 1024 one-byte segments (1025 slots with the header's) and one of 62 (63) take all 1088, and
+ * the next chain must wait for the next burst. The room handed to vq_pop used to wrap to
+ * UINT_MAX there, and that chain's iovecs went past the end of the heap block (ASan: a
+ * heap-buffer-overflow in map_data). Every frame must reach the backend whole and in order.
+ */
+static void post_segmented(struct rig *r, unsigned nseg, uint8_t tag)
+{
+	struct fg_buf *seg = calloc(nseg, sizeof(*seg));
+	uint64_t gpa = fg_alloc(&r->g, nseg, 64);
+	uint8_t *p = fg_va(&r->g, gpa);
+
+	REQUIRE(seg && nseg > VNET_HDR_LEN_V1);
+	memset(p, 0, nseg);
+	p[VNET_HDR_LEN_V1] = tag; /* the frame's first byte: what the script records */
+	for (unsigned k = 0; k < nseg; k++)
+		seg[k] = (struct fg_buf){.gpa = gpa + k, .len = 1, .write = false};
+	REQUIRE(fg_add(&r->tx, seg, nseg, true) >= 0);
+	free(seg);
+}
+
+static void test_iov_fill(void)
+{
+	static const unsigned nseg[] = {1024, 62, 20, 1024, 62, 1024};
+	enum { N = sizeof(nseg) / sizeof(nseg[0]) };
+	struct script s = {.room = 1000};
+	bool seen[QSIZE] = {false};
+	unsigned dups = 0;
+	struct rig r;
+
+	rig_up_f(&r, &script_ops, &s, features | VNET_BIT(VQ_F_INDIRECT_DESC));
+	for (unsigned i = 0; i < N; i++)
+		post_segmented(&r, nseg[i], (uint8_t)i);
+	fg_publish(&r.tx, false);
+	CHECK(tx_until_done(&r) == VNET_IDLE);
+	CHECK(reap(&r, seen, &dups) == N && dups == 0);
+	CHECK(s.got == N && r.qp.stats.tx_packets == N);
+	for (unsigned i = 0; i < N; i++)
+		CHECK(s.seq[i] == i);
+	CHECK(!vq_is_broken(&r.qp.tx));
+	rig_down(&r);
+}
+
+/*
+ * A queue that breaks in the middle of a burst, after an earlier burst filled the frame table:
+ * the chains of the broken burst were never sent, so none may be counted as sent or completed.
+ * The per-chain frame index (msg_of) used to be read for every popped chain although only the
+ * ones prepared before the break had one: stale indices from the previous burst made the device
+ * count (and complete) frames that never reached the backend.
+ */
+static void test_break_midburst(bool at_pop)
+{
+	struct script s = {.room = 1000};
+	bool seen[QSIZE] = {false};
+	unsigned dups = 0;
+	struct rig r;
+
+	rig_up(&r, &script_ops, &s);
+	post(&r, 4, NULL);
+	CHECK(tx_until_done(&r) == VNET_IDLE);
+	CHECK(s.got == 4 && r.qp.stats.tx_packets == 4);
+	reap(&r, seen, &dups);
+	/* a good chain, then one that breaks the queue: a segment outside guest memory (vq_pop
+	 * fails) or a device-writable one (VIRTIO 1.2 5.1.6.2: the header check fails) */
+	post(&r, 1, NULL);
+	{
+		uint64_t gpa = fg_alloc(&r.g, 64, 64);
+		struct fg_buf b = {.gpa = at_pop ? (1ull << 40) : gpa, .len = 64, .write = !at_pop};
+
+		REQUIRE(fg_add(&r.tx, &b, 1, false) >= 0);
+		fg_publish(&r.tx, false);
+	}
+	CHECK(vnet_handle_tx(&r.qp) == -EIO);
+	CHECK(vq_is_broken(&r.qp.tx));
+	CHECK(r.qp.stats.tx_packets == s.got);
+	CHECK(fg_used_pending(&r.tx) == 0);
+	rig_down(&r);
+}
+
 /* A real TAP: bursts through io_uring reach the kernel, counted on the TAP's rx side. */
 static unsigned long long tap_rx_packets(const char *ifname)
 {
@@ -553,6 +634,9 @@ int main(void)
 	test_in_order_tx();
 	test_in_order_rx();
 	test_rx_pool();
+	test_iov_fill();
+	test_break_midburst(true);
+	test_break_midburst(false);
 	th_private_netns();
 	test_tap(false);
 	test_tap(true);

@@ -20,13 +20,23 @@
 #define BOUNCE_SIZE (VNET_MAX_FRAME + 256)
 #define ETH_ZLEN_   60
 
-/* Burst scratch: headers, frames and iovecs of up to VNET_BURST chains at once. */
+/*
+ * Burst scratch: headers, frames and iovecs of up to VNET_BURST chains at once. Every count that
+ * indexes it comes from the guest, so each array states its bound here and txb_fill enforces it:
+ * - chain, hdr, msg, msg_of: one entry per chain, at most VNET_BURST chains per burst;
+ * - iov: each chain takes one free slot (our header copy goes in front of its segments) plus its
+ *   nout + nin segments; a chain is popped only into the room left, so the slots never run
+ *   past the array. The first chain of a burst always has VQ_MAX_IOV + 1 slots (the most a
+ *   chain can map to, vq_pop), so a burst never stalls on a chain it cannot hold.
+ */
+#define TXB_IOV (VQ_MAX_IOV + 2 * VNET_BURST)
+_Static_assert(TXB_IOV >= VQ_MAX_IOV + 1, "the first chain of a burst must always fit");
 struct vnet_burst {
 	struct vnet_hdr hdr[VNET_BURST];
 	struct be_msg msg[VNET_BURST];
 	int msg_of[VNET_BURST]; /* chain k's frame is msg[msg_of[k]]; -1: dropped, not sent */
 	struct vq_chain chain[VNET_BURST];
-	struct iovec iov[VQ_MAX_IOV + 2 * VNET_BURST];
+	struct iovec iov[TXB_IOV];
 };
 
 void vnet_config_default(struct vnet_config *cfg)
@@ -93,7 +103,7 @@ int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *c
 	qp->rx_bufs = calloc(VQ_MAX_IOV, sizeof(*qp->rx_bufs));
 	qp->bounce = malloc(BOUNCE_SIZE);
 	if (ops && ops->tx_burst)
-		qp->burst = malloc(sizeof(*qp->burst));
+		qp->burst = calloc(1, sizeof(*qp->burst));
 	if (!qp->rx_iov || !qp->tx_iov || !qp->rx_bufs || !qp->bounce ||
 	    (ops && ops->tx_burst && !qp->burst) || netq_init(&qp->hold, qp->cfg.hold_frames)) {
 		vnet_qp_destroy(qp);
@@ -370,15 +380,20 @@ static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, un
 {
 	struct vnet_burst *b = qp->burst;
 	struct vq *vq = &qp->tx;
-	unsigned used = 0, room = (unsigned)(sizeof(b->iov) / sizeof(b->iov[0]));
+	unsigned used = 0; /* iov slots taken: used <= TXB_IOV always */
 	size_t bytes = 0;
 	int status = VNET_MORE;
 
 	*n = *nsend = 0;
 	while (*n < VNET_BURST && *n < budget && bytes < budget_bytes) {
 		struct vq_chain *c = &b->chain[*n];
-		int r = vq_pop(vq, c, b->iov + used + 1, room - used - 1);
+		unsigned left = TXB_IOV - used, max;
+		int r;
 
+		if (left < 2) /* no room for a header slot and one segment: the burst is full */
+			break;
+		max = left - 1 < VQ_MAX_IOV ? left - 1 : VQ_MAX_IOV;
+		r = vq_pop(vq, c, b->iov + used + 1, max);
 		if (r == -ENOBUFS) /* a long chain: it leads the next burst, which has room */
 			break;
 		if (r < 0)
@@ -392,8 +407,7 @@ static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, un
 		if (c->nout)
 			__builtin_prefetch(c->iov[0].iov_base);
 		(*n)++;
-		used += c->nout + 1;
-		bytes += c->out_len;
+		used += 1 + c->nout + c->nin; /* <= 1 + max, so still <= TXB_IOV */
 	}
 	for (unsigned k = 0; k < *n; k++) {
 		const struct vq_chain *c = &b->chain[k];
@@ -436,6 +450,11 @@ static int handle_tx_burst(struct vnet_qp *qp)
 		if (pkts >= budget || bytes >= qp->cfg.tx_budget_bytes)
 			break;
 		status = txb_fill(qp, budget - pkts, qp->cfg.tx_budget_bytes - bytes, &n, &nsend);
+		/* Broken mid-burst: msg_of[] holds only the chains prepared before the break (the
+		 * rest is stale). A broken queue is dead until the driver resets it (VIRTIO 1.2
+		 * 2.1.2: DEVICE_NEEDS_RESET), so nothing of this burst is sent or completed. */
+		if (status < 0)
+			break;
 		txb_send(qp, nsend);
 		/* Chains up to the last one the backend took are done; a backend-full tail goes
 		 * back to the ring, to be popped again when the backend is writable. */
@@ -450,8 +469,7 @@ static int handle_tx_burst(struct vnet_qp *qp)
 					    .tx_drop_bad_hdr--; /* counted again when re-popped */
 			vq_discard(vq, n - keep);
 			qp->stats.tx_blocked++;
-			if (status != -EIO)
-				status = VNET_WAIT_BACKEND;
+			status = VNET_WAIT_BACKEND;
 		} else {
 			keep = n;
 		}
