@@ -520,6 +520,65 @@ static void v_half_payload(int s)
 	close(fd);
 }
 
+/* vhost-user: kick and call fds are eventfds. A pipe at EOF stays readable for ever (the worker
+ * spun on it), a full pipe blocks the signalling write, an epoll fd never drains. */
+static void vring_fd_refused(int s, uint32_t req, int fd)
+{
+	CHECK(rejected(vufe_call(s, req, &(uint64_t){0}, 8, &fd, 1)));
+	close(fd);
+}
+
+static void v_kick_pipe(int s)
+{
+	int p[2];
+
+	REQUIRE(pipe(p) == 0);
+	close(p[1]);
+	vring_fd_refused(s, VU_SET_VRING_KICK, p[0]);
+}
+
+static void v_call_pipe(int s)
+{
+	int p[2];
+
+	REQUIRE(pipe(p) == 0);
+	close(p[0]);
+	vring_fd_refused(s, VU_SET_VRING_CALL, p[1]);
+}
+
+static void v_kick_epoll(int s)
+{
+	vring_fd_refused(s, VU_SET_VRING_KICK, epoll_create1(0));
+}
+
+/* ADD_MEM_REG only with CONFIGURE_MEM_SLOTS negotiated (fe_fresh acks REPLY_ACK alone). */
+static void v_add_mem_reg_unnegotiated(int s)
+{
+	struct vu_mem_reg_msg m = {
+	    .region = {FG_GPA_BASE, vg->g.size, vufe_uva(vg, FG_GPA_BASE), 0}};
+
+	CHECK(rejected(vufe_call(s, VU_ADD_MEM_REG, &m, sizeof(m), &vg->g.memfd, 1)));
+}
+
+/* NET_SET_MTU only with NET_MTU negotiated: any peer could set the host TAP's MTU otherwise. */
+static void v_set_mtu_unnegotiated(int s)
+{
+	long long mtu = if_stat("vtu0", "../mtu");
+
+	CHECK(rejected(vufe_call_u64(s, VU_NET_SET_MTU, 1280)));
+	CHECK(if_stat("vtu0", "../mtu") == mtu);
+}
+
+/* A memory region's fd is closed once mapped: one frontend must not hold hundreds of ours. */
+static void v_mem_fd_closed(int s)
+{
+	int before = count_fds();
+
+	(void)s;
+	CHECK(vufe_set_mem_table(vg) == 0);
+	CHECK(count_fds() == before);
+}
+
 struct vcase {
 	const char *name;
 	void (*fn)(int s);
@@ -556,6 +615,12 @@ static const struct vcase vcases[] = {
     {"SET_VRING_NUM while started", v_set_num_while_started, false},
     {"half a header", v_half_header, true},
     {"half a payload", v_half_payload, true},
+    {"SET_VRING_KICK with a pipe", v_kick_pipe, false},
+    {"SET_VRING_CALL with a pipe", v_call_pipe, false},
+    {"SET_VRING_KICK with an epoll fd", v_kick_epoll, false},
+    {"ADD_MEM_REG without CONFIGURE_MEM_SLOTS", v_add_mem_reg_unnegotiated, false},
+    {"NET_SET_MTU without NET_MTU", v_set_mtu_unnegotiated, false},
+    {"SET_MEM_TABLE keeps no fd", v_mem_fd_closed, false},
 };
 
 static void test_validation(void)

@@ -28,7 +28,6 @@ struct gmem_region {
 	uint8_t *host;	/* our mapping of gpa */
 	void *map_base; /* what munmap() needs, NULL if not ours */
 	size_t map_len;
-	int fd;	       /* -1 if not ours */
 	unsigned perm; /* GMEM_READ | GMEM_WRITE */
 };
 
@@ -43,7 +42,8 @@ struct gmem {
 /* An empty map; set owner afterwards to have its fd mappings report SIGBUS to it. */
 void gmem_init(struct gmem *gm);
 /* Map [offset, offset + size) of fd (shared) as guest range [gpa, gpa + size), guarded against
- * SIGBUS (gmem_guard.h) on behalf of gm->owner. Takes ownership of fd on success only. -EINVAL
+ * SIGBUS (gmem_guard.h) on behalf of gm->owner. On success fd is closed (the mapping holds the
+ * file); on failure it is left to the caller. -EINVAL
  * on overlap, wrap, zero size or a range past the end of a regular file (its pages would
  * SIGBUS), -ENOSPC when full (or the guard's table is), -errno of mmap. */
 int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int fd,

@@ -63,6 +63,17 @@ struct vnet_rxbuf {
 	unsigned niov;
 };
 
+/*
+ * The owner of one or more queue pairs (a vhost-user port), as the datapath sees it. When a
+ * descriptor the frontend passed blocks a thread of ours (pfd.h), every pair of that owner stops
+ * at once, on whatever worker it is, and the owner is told (on that worker's thread) so that it
+ * can drop the frontend.
+ */
+struct vnet_owner {
+	bool halted; /* read by the handlers; set once by vnet_qp_peer_stuck */
+	void (*stuck)(struct vnet_owner *o);
+};
+
 struct vnet_qp {
 	unsigned index;
 	char name[40];
@@ -78,6 +89,7 @@ struct vnet_qp {
 	 * turn them off on entry; the worker does both when it switches modes. */
 	bool poll_mode;
 	unsigned rx_ahead; /* RX buffers to pop ahead of a burst (frames the last run moved) */
+	struct vnet_owner *owner; /* NULL: none (an embedder's pair that nothing halts) */
 	struct netq hold;
 	struct vnet_stats stats;
 	/* scratch, allocated once */
@@ -93,6 +105,14 @@ int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *c
 void vnet_qp_destroy(struct vnet_qp *qp);
 /* Apply negotiated features: header size, mergeable buffers, backend offloads. */
 int vnet_qp_set_features(struct vnet_qp *qp, uint64_t features);
+
+/* A descriptor of this pair's frontend blocked us: halt every pair of the owner and tell it
+ * (once). */
+void vnet_qp_peer_stuck(struct vnet_qp *qp);
+static inline bool vnet_qp_halted(const struct vnet_qp *qp)
+{
+	return qp->owner && __atomic_load_n(&qp->owner->halted, __ATOMIC_ACQUIRE);
+}
 
 /* Guest TX: pop chains and write them to the backend. */
 int vnet_handle_tx(struct vnet_qp *qp);

@@ -14,6 +14,7 @@
 #include <sys/uio.h>
 
 #include "virtap/gmem.h"
+#include "virtap/log.h"
 
 #define VQ_MAX_SIZE 32768
 /* Most host segments one chain may map to (Linux vhost's UIO_MAXIOV). */
@@ -72,6 +73,10 @@ struct vq {
 	uint32_t max_chain_bytes;
 	int kick_fd; /* driver -> device, -1 if none */
 	int call_fd; /* device -> driver, -1 if none */
+	/* Lines this queue logs about the driver's or frontend's mistakes go through rl when set
+	 * (the owner keeps it across vq_init, so a driver that breaks the queue over and over
+	 * cannot flood the log); kept by vq_setup like the fds. */
+	struct vt_ratelimit *rl;
 	char name[32];
 	volatile uint8_t *desc;	 /* 16 * num bytes */
 	volatile uint8_t *avail; /* flags, idx, ring[num], used_event */
@@ -85,6 +90,9 @@ struct vq {
 	bool signalled_valid;
 	bool ready;
 	bool broken;
+	/* The call fd slept (the frontend made its eventfd blocking and full): broken, and the
+	 * owner should drop the frontend (pfd.h). */
+	bool fd_stuck;
 	unsigned gm_hint; /* gmem region of the last descriptor (gmem_map_hint) */
 	/* Live migration: pages the device writes are marked in log (NULL: not logging); the
 	 * used ring's own writes only when the frontend gave its guest address. */
@@ -197,14 +205,15 @@ static inline void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 }
 /* Publish staged used entries with one index store. */
 void vq_flush(struct vq *vq);
-/* vq_flush, then signal call_fd unless the driver suppressed it. Returns true if signalled. */
+/* vq_flush, then signal call_fd unless the driver suppressed it. Returns true if signalled. The
+ * write is guarded (pfd.h): a call fd that sleeps breaks the queue and sets fd_stuck. */
 bool vq_notify(struct vq *vq);
 /* Ask the driver not to kick us (we are polling the ring anyway). */
 void vq_disable_notify(struct vq *vq);
 /* Ask for kicks again; returns true if buffers arrived meanwhile (caller must process them). */
 bool vq_enable_notify(struct vq *vq);
 
-/* Mark the queue broken (sticky) and log why, once. */
+/* Mark the queue broken (sticky) and log why, once (through vq->rl when set). */
 void vq_mark_broken(struct vq *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline bool vq_is_broken(const struct vq *vq)
 {

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -235,6 +236,23 @@ static void on_signal(void *arg, int fd, unsigned events)
 	evl_stop(loop);
 }
 
+/*
+ * Every frontend passes fds (a kick and a call eventfd per ring, memory regions until mapped), and
+ * one that runs us out of them would starve the other ports: take the hard limit, not the
+ * default soft limit of 1024.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		vt_warn("cannot raise the open file limit to %llu: %s",
+			(unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	sigset_t set;
@@ -252,6 +270,7 @@ int main(int argc, char **argv)
 			r == -EBUSY ? "another handler keeps SIGBUS, e.g. a sanitizer with "
 				      "allow_user_segv_handler=0"
 				    : strerror(-r));
+	raise_nofile();
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);

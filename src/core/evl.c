@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "virtap/evl.h"
+#include "virtap/pfd.h"
 
 #define EVL_MAX_TIMERS 256
 
@@ -225,6 +226,9 @@ int evl_run(struct evl *l)
 {
 	int err = 0;
 
+	/* The control loop may signal a frontend's call fds while it tears a pair down (after its
+	 * worker stopped): guarded like a worker's (pfd.h). */
+	pfd_thread_enter("vt-control");
 	l->stop = false;
 	while (!l->stop && !err)
 		err = evl_poll(l, -1);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "virtap/log.h"
+#include "virtap/pfd.h"
 #include "virtap/wrk.h"
 
 enum src_kind { SRC_CTL, SRC_RX_KICK, SRC_TX_KICK, SRC_BACKEND };
@@ -218,9 +219,14 @@ static int do_remove(struct wrk *w, struct wrk_cmd *c)
 	unwatch_fd(w, &p->rx_kick);
 	unwatch_fd(w, &p->tx_kick);
 	unwatch_fd(w, &p->backend);
-	/* Publish anything staged so the driver sees every completed buffer. */
-	vq_notify(&c->qp->rx);
-	vq_notify(&c->qp->tx);
+	/* Publish anything staged so the driver sees every completed buffer (unless the frontend
+	 * is being dropped for a call fd that blocked: its other call fds are no safer). */
+	if (!vnet_qp_halted(c->qp)) {
+		vq_notify(&c->qp->rx);
+		vq_notify(&c->qp->tx);
+		if (c->qp->rx.fd_stuck || c->qp->tx.fd_stuck)
+			vnet_qp_peer_stuck(c->qp);
+	}
 	c->qp->poll_mode = false;
 	c->rx_base = vq_stop(&c->qp->rx);
 	c->tx_base = vq_stop(&c->qp->tx);
@@ -301,12 +307,34 @@ static void handle_ctl(struct wrk *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
-static void drain_kick(struct wrk_src *s, struct vq *vq)
+/*
+ * Take a kick. The kick fd is the frontend's eventfd, which we set non-blocking; a read that
+ * sleeps (the frontend cleared O_NONBLOCK and drained it under us) is interrupted by the pfd
+ * watchdog, and a descriptor that cannot be drained (not an eventfd: an embedder's pipe at EOF)
+ * would be reported readable for ever. Either way the ring is dead to us: stop watching it, and
+ * a blocked read halts the frontend's every pair (pfd.h).
+ */
+static void drain_kick(struct wrk *w, struct wrk_src *s, struct vnet_qp *qp, struct vq *vq)
 {
 	uint64_t v;
+	int r = pfd_read_u64(s->fd, &v);
 
-	if (read(s->fd, &v, sizeof(v)) == sizeof(v))
+	if (r == 0) {
 		vq->stats.kicks += v;
+		return;
+	}
+	if (r == -EAGAIN)
+		return;
+	unwatch_fd(w, s);
+	if (r == -ETIMEDOUT) {
+		vq->fd_stuck = true;
+		vq_mark_broken(vq, "the kick eventfd blocked (the frontend made it blocking and "
+				   "drained it)");
+		vnet_qp_peer_stuck(qp);
+	} else {
+		vq_mark_broken(vq, "the kick fd cannot be drained (%s): not an eventfd",
+			       strerror(-r));
+	}
 }
 
 static void dispatch(struct wrk *w, struct wrk_src *s, unsigned events)
@@ -318,7 +346,7 @@ static void dispatch(struct wrk *w, struct wrk_src *s, unsigned events)
 		handle_ctl(w);
 		break;
 	case SRC_RX_KICK:
-		drain_kick(s, &p->qp->rx);
+		drain_kick(w, s, p->qp, &p->qp->rx);
 		/* The guest posted RX buffers: flush held frames, then resume reading. */
 		p->rx_pending = true;
 		if (p->rx_paused && !vq_is_broken(&p->qp->rx) && p->qp->rx.ready) {
@@ -327,7 +355,7 @@ static void dispatch(struct wrk *w, struct wrk_src *s, unsigned events)
 		}
 		break;
 	case SRC_TX_KICK:
-		drain_kick(s, &p->qp->tx);
+		drain_kick(w, s, p->qp, &p->qp->tx);
 		p->tx_pending = true;
 		break;
 	case SRC_BACKEND:
@@ -448,6 +476,10 @@ static void *wrk_main(void *arg)
 	bool more = false, moved;
 	unsigned spin = 0;
 
+	/* This thread signals and drains the frontends' eventfds: never for longer than the
+	 * watchdog allows (pfd.h). Without it (no thread left for the watchdog) peer I/O here is
+	 * unguarded, which the log says. */
+	pfd_thread_enter(w->name);
 	while (!w->stop) {
 		int n = 0;
 
@@ -497,6 +529,7 @@ static void *wrk_main(void *arg)
 				more = set_polling(w, false);
 		}
 	}
+	pfd_thread_leave();
 	return NULL;
 }
 

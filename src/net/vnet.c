@@ -299,11 +299,19 @@ static bool ring_dry_recheck(struct vnet_qp *qp, struct vq *vq)
 	return true;
 }
 
+void vnet_qp_peer_stuck(struct vnet_qp *qp)
+{
+	struct vnet_owner *o = qp->owner;
+
+	if (o && !__atomic_exchange_n(&o->halted, true, __ATOMIC_ACQ_REL) && o->stuck)
+		o->stuck(o);
+}
+
 /* Common start of a handler. False: nothing to do, return *status. */
 static bool handler_enter(struct vnet_qp *qp, struct vq *vq, int *status)
 {
 	*status = vq_is_broken(vq) ? -EIO : VNET_IDLE;
-	if (vq_is_broken(vq) || !vq->ready)
+	if (vq_is_broken(vq) || !vq->ready || vnet_qp_halted(qp))
 		return false;
 	if (!qp->poll_mode) /* kicks are noise while we are draining the ring anyway */
 		vq_disable_notify(vq);
@@ -499,6 +507,10 @@ int vnet_handle_tx(struct vnet_qp *qp)
 		return status;
 	status = qp->burst && qp->be_ops->tx_burst ? handle_tx_burst(qp) : handle_tx_single(qp);
 	vq_notify(vq);
+	if (vq->fd_stuck) {
+		vnet_qp_peer_stuck(qp);
+		return -EIO;
+	}
 	return status;
 }
 
@@ -886,6 +898,8 @@ int vnet_handle_rx(struct vnet_qp *qp)
 	qp->rx_ahead = moved < 1 ? 1 : moved > VNET_BURST ? VNET_BURST : moved;
 	if (moved)
 		vq_notify(vq);
+	if (vq->fd_stuck)
+		vnet_qp_peer_stuck(qp);
 	return vq_is_broken(vq) ? -EIO : status;
 }
 
@@ -898,6 +912,8 @@ int vnet_rx_frame(struct vnet_qp *qp, const void *frame, size_t len)
 
 	if (len < qp->hdr_len || len > BOUNCE_SIZE)
 		return -EINVAL;
+	if (vnet_qp_halted(qp))
+		return -EIO;
 	err = netq_push(&qp->hold, &iov, 1, len);
 	if (err) {
 		qp->stats.rx_drop_hold_full++;
@@ -909,5 +925,7 @@ int vnet_rx_frame(struct vnet_qp *qp, const void *frame, size_t len)
 	pool_release(qp, &pool);
 	if (qp->stats.rx_packets != pkts0)
 		vq_notify(&qp->rx);
+	if (qp->rx.fd_stuck)
+		vnet_qp_peer_stuck(qp);
 	return 0;
 }

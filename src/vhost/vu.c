@@ -24,12 +24,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "virtap/gmem.h"
 #include "virtap/gmem_guard.h"
 #include "virtap/log.h"
 #include "virtap/membe.h"
+#include "virtap/pfd.h"
 #include "virtap/tap.h"
 #include "virtap/vu.h"
 #include "virtap/wrk.h"
@@ -45,6 +47,12 @@
 /* Log lines a peer can cause: at most LOG_BURST per LOG_INTERVAL_MS per port, then a count. */
 #define LOG_BURST	20
 #define LOG_INTERVAL_MS 10000
+/* After dropping a frontend whose eventfd blocked a worker, refuse connections for this long:
+ * each such frontend costs the worker (maybe shared with other ports) up to two watchdog ticks
+ * (pfd.h), and a peer that reconnects at once must not turn that into a steady stall. */
+#define STUCK_HOLDOFF_MS 1000
+/* A listening socket that cannot accept (no fd left) is not watched for this long. */
+#define EMFILE_PAUSE_MS 500
 
 struct vu_vring {
 	uint32_t num;
@@ -64,15 +72,23 @@ struct vu_port {
 	struct vu_port_config cfg;
 	struct evl *loop;
 	int listen_fd, conn_fd;
-	long reconnect_timer;
+	long reconnect_timer; /* client: the next connect; server: the end of a listen pause */
 	/* SIGBUS in a mapping of this connection's fds (gmem_guard.h): counted by the handler,
 	 * which wakes us through guard_fd. */
 	struct gmem_guard_owner guard;
 	int guard_fd;
-	struct vt_ratelimit err_rl;    /* errors the frontend causes */
-	struct vt_ratelimit conn_rl;   /* connects and disconnects */
-	struct vt_ratelimit refuse_rl; /* refused connections: one line per interval */
-	unsigned long long refused;    /* connections refused while a frontend was being served */
+	struct vt_ratelimit err_rl;		 /* errors the frontend causes */
+	struct vt_ratelimit conn_rl;		 /* connects and disconnects */
+	struct vt_ratelimit refuse_rl;		 /* refused connections: one line per interval */
+	struct vt_ratelimit emfile_rl;		 /* accept failed for want of fds */
+	struct vt_ratelimit ring_rl[NRINGS_MAX]; /* each ring's own lines (vq->rl), across
+						    connections */
+	/* The datapath's view of this port: halted when a frontend's fd blocked a worker; the
+	 * worker then wakes us through guard_fd and we drop the frontend. */
+	struct vnet_owner net_owner;
+	long long holdoff_until_ms; /* refuse connections until then (STUCK_HOLDOFF_MS) */
+	bool listen_paused;
+	unsigned long long refused; /* connections refused while a frontend was being served */
 	bool connect_failed_logged;
 	unsigned nrings;
 	struct tap taps[VNET_MAX_QUEUE_PAIRS];
@@ -168,6 +184,14 @@ const char *vu_port_name(const struct vu_port *p)
 bool vu_port_connected(const struct vu_port *p)
 {
 	return p->conn_fd >= 0;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void close_fd(int *fd)
@@ -284,13 +308,15 @@ static void ring_inflight(struct vu_port *p, unsigned idx, struct vq *vq)
 	}
 	n = vq_set_inflight(vq, in);
 	if (n > 0)
-		vt_info("%s: ring %u: %d chains were in flight when the previous device stopped; "
-			"taking them again (avail index %u, frontend said %u)",
-			p->cfg.name, idx, n, vq->last_avail, base);
+		conn_info(p,
+			  "%s: ring %u: %d chains were in flight when the previous device "
+			  "stopped; taking them again (avail index %u, frontend said %u)",
+			  p->cfg.name, idx, n, vq->last_avail, base);
 	else if (n == 0 && vq->last_avail != base)
-		vt_info("%s: ring %u: avail index %u from the used ring and inflight area "
-			"(frontend said %u)",
-			p->cfg.name, idx, vq->last_avail, base);
+		conn_info(p,
+			  "%s: ring %u: avail index %u from the used ring and inflight area "
+			  "(frontend said %u)",
+			  p->cfg.name, idx, vq->last_avail, base);
 	r->resubmit = n > 0;
 }
 
@@ -314,6 +340,7 @@ static void ring_setup(struct vu_port *p, unsigned idx, struct vq *vq)
 	snprintf(name, sizeof(name), "%.10s:%s%u", p->cfg.name, idx & 1 ? "tx" : "rx", idx / 2);
 	vq->kick_fd = r->kick_fd;
 	vq->call_fd = r->call_fd;
+	vq->rl = &p->ring_rl[idx];
 	if (vq_setup(vq, p->mem, name, (uint16_t)r->num, d, a, u, p->features))
 		return;
 	vq_set_base(vq, r->base);
@@ -359,17 +386,10 @@ static void qp_attach(struct vu_port *p, unsigned i)
 		p->vr[2 * i].running = p->vr[2 * i + 1].running = false;
 		return;
 	}
+	/* Chains taken again after a restart need no kick from the driver (it sent its kicks to
+	 * the previous device): a worker runs every ready ring of a pair it is given at once. We
+	 * never write the frontend's kick fd ourselves: it may block (pfd.h). */
 	p->wrk_of[i] = w;
-	/* Chains taken again after a restart need no kick from the driver, which sent its kicks
-	 * to the previous device: kick ourselves. */
-	for (unsigned k = 2 * i; k <= 2 * i + 1; k++) {
-		uint64_t one = 1;
-
-		if (p->vr[k].resubmit && p->vr[k].kick_fd >= 0 &&
-		    write(p->vr[k].kick_fd, &one, sizeof(one)) < 0)
-			peer_warn(p, "%s: ring %u: cannot kick it: %s", p->cfg.name, k,
-				  strerror(errno));
-	}
 }
 
 static void all_detach(struct vu_port *p)
@@ -538,6 +558,17 @@ static int h_set_mem_table(struct vu_port *p, struct vu_ctx *c)
 	return 0;
 }
 
+/* vhost-user: ADD_MEM_REG and REM_MEM_REG only once CONFIGURE_MEM_SLOTS is negotiated (without
+ * it a frontend describes its memory with SET_MEM_TABLE, at most 8 regions). */
+static int need_mem_slots(struct vu_port *p, const char *what)
+{
+	if (p->pfeatures & F(VU_PF_CONFIGURE_MEM_SLOTS))
+		return 0;
+	peer_err(p, "%s: %s without CONFIGURE_MEM_SLOTS negotiated", p->cfg.name, what);
+	return -EINVAL;
+}
+
+/* Answered whatever was negotiated: a question changes nothing (some frontends ask first). */
 static int h_get_max_mem_slots(struct vu_port *p, struct vu_ctx *c)
 {
 	(void)p;
@@ -561,8 +592,10 @@ static const struct gmem_region *same_region(const struct gmem *gm, const struct
 static int h_add_mem_reg(struct vu_port *p, struct vu_ctx *c)
 {
 	struct vu_mem_reg_msg m;
-	int err;
+	int err = need_mem_slots(p, "ADD_MEM_REG");
 
+	if (err)
+		return err;
 	memcpy(&m, c->payload, sizeof(m));
 	/* QEMU keeps one memory view per queue pair and sends every pair's ADD_MEM_REG: the same
 	 * region again is not an overlap, just a repeat (its fd is closed with the message). */
@@ -584,7 +617,10 @@ static int h_add_mem_reg(struct vu_port *p, struct vu_ctx *c)
 static int h_rem_mem_reg(struct vu_port *p, struct vu_ctx *c)
 {
 	struct vu_mem_reg_msg m;
+	int err = need_mem_slots(p, "REM_MEM_REG");
 
+	if (err)
+		return err;
 	memcpy(&m, c->payload, sizeof(m));
 	/* The repeat of an earlier removal (one per queue pair, as above) finds nothing to do. */
 	if (!same_region(p->mem, &m.region)) {
@@ -622,9 +658,9 @@ static int h_set_log_base(struct vu_port *p, struct vu_ctx *c)
 	gmem_log_unmap(&p->log);
 	p->log = log;
 	all_attach(p);
-	vt_info("%s: dirty page log of %llu bytes (guest memory up to %llu MiB)", p->cfg.name,
-		(unsigned long long)log.size,
-		(unsigned long long)(log.size * 8 * GMEM_LOG_PAGE >> 20));
+	conn_info(p, "%s: dirty page log of %llu bytes (guest memory up to %llu MiB)", p->cfg.name,
+		  (unsigned long long)log.size,
+		  (unsigned long long)(log.size * 8 * GMEM_LOG_PAGE >> 20));
 	/* With LOG_SHMFD the frontend waits for an empty reply before it relies on the log. */
 	c->reply_size = 0;
 	c->has_reply = true;
@@ -725,8 +761,8 @@ static int h_get_inflight_fd(struct vu_port *p, struct vu_ctx *c)
 	/* A memfd starts zeroed: version 0, nothing in flight. Tracked from now on, as the
 	 * frontend will hand it back with SET_INFLIGHT_FD (libvhost-user does the same). */
 	inflight_install(p, map, need, 0, in.num_queues, in.queue_size);
-	vt_info("%s: inflight area of %zu bytes for %u queues of %u entries", p->cfg.name, need,
-		in.num_queues, in.queue_size);
+	conn_info(p, "%s: inflight area of %zu bytes for %u queues of %u entries", p->cfg.name,
+		  need, in.num_queues, in.queue_size);
 	in.mmap_size = need;
 	in.mmap_offset = 0;
 	memcpy(c->reply, &in, c->hdr.size);
@@ -913,6 +949,13 @@ static int vring_fd(struct vu_port *p, struct vu_ctx *c, int *idx, int *fd)
 			 nofd ? "no fd" : "an fd", c->nfds);
 		return -EINVAL;
 	}
+	/* vhost-user: kick and call fds are eventfds. Anything else (a pipe stays readable at
+	 * EOF, a full pipe blocks a write) would spin or stall the worker serving this ring. */
+	if (!nofd && c->hdr.request != VU_SET_VRING_ERR && !pfd_is_eventfd(c->fds[0])) {
+		peer_err(p, "%s: ring %d: the %s fd is not an eventfd", p->cfg.name, *idx,
+			 c->hdr.request == VU_SET_VRING_KICK ? "kick" : "call");
+		return -EINVAL;
+	}
 	*fd = nofd ? -1 : c->fds[0];
 	if (!nofd)
 		c->fds[0] = -1;
@@ -1035,6 +1078,12 @@ static int h_net_set_mtu(struct vu_port *p, struct vu_ctx *c)
 {
 	uint64_t mtu = get_u64(c);
 
+	/* vhost-user: NET_SET_MTU only with VHOST_USER_PROTOCOL_F_NET_MTU, which we offer only
+	 * when the operator set an MTU; otherwise any socket peer could set the host TAP's. */
+	if (!(p->pfeatures & F(VU_PF_MTU))) {
+		peer_err(p, "%s: NET_SET_MTU without NET_MTU negotiated", p->cfg.name);
+		return -EINVAL;
+	}
 	if (mtu < 68 || mtu > 65535) {
 		peer_err(p, "%s: MTU %llu out of range", p->cfg.name, (unsigned long long)mtu);
 		return -EINVAL;
@@ -1304,8 +1353,10 @@ static void port_reset(struct vu_port *p)
 	p->features_set = p->owner = false;
 	msg_reset(p);
 	/* Every mapping is gone: a fault counted now belongs to no one (the next connection
-	 * starts clean; a wake-up still pending finds nothing). */
+	 * starts clean; a wake-up still pending finds nothing). No worker serves a pair of ours
+	 * any more, so the next frontend's pairs may run again. */
 	gmem_guard_owner_init(&p->guard, p->guard_fd);
+	__atomic_store_n(&p->net_owner.halted, false, __ATOMIC_RELEASE);
 }
 
 static void try_connect(void *arg);
@@ -1354,6 +1405,31 @@ int vu_port_adopt(struct vu_port *p, int fd)
  * flood of them costs one accept and one close each, a bounded number per wake-up, and a few
  * log lines per interval.
  */
+static void listen_resume(void *arg)
+{
+	struct vu_port *p = arg;
+
+	p->reconnect_timer = 0;
+	p->listen_paused = false;
+	evl_mod(p->loop, p->listen_fd, EPOLLIN);
+}
+
+/*
+ * Out of fds (EMFILE, ENFILE): the pending connection stays in the backlog and the socket stays
+ * readable, so a level-triggered watch would spin. Stop watching it for a moment instead; the
+ * connection is taken when fds are free again. One line per interval.
+ */
+static void listen_pause(struct vu_port *p)
+{
+	if (vt_ratelimit(&p->emfile_rl, 1, LOG_INTERVAL_MS, &(unsigned){0}))
+		vt_err("%s: cannot accept a connection: %s; not listening for %u ms", p->cfg.name,
+		       strerror(errno), EMFILE_PAUSE_MS);
+	if (p->listen_paused || evl_mod(p->loop, p->listen_fd, 0))
+		return;
+	p->listen_paused = true;
+	p->reconnect_timer = evl_timer(p->loop, EMFILE_PAUSE_MS, listen_resume, p);
+}
+
 static void listen_readable(void *arg, int fd, unsigned events)
 {
 	struct vu_port *p = arg;
@@ -1361,20 +1437,26 @@ static void listen_readable(void *arg, int fd, unsigned events)
 	(void)events;
 	for (unsigned i = 0; i < ACCEPT_BUDGET; i++) {
 		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		const char *why = "another frontend connection: one frontend per port";
 
-		if (c < 0)
+		if (c < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
+				listen_pause(p);
 			return;
-		if (p->conn_fd < 0) {
+		}
+		if (p->conn_fd < 0 && mono_ms() >= p->holdoff_until_ms) {
 			conn_start(p, c);
 			continue;
 		}
+		if (p->conn_fd < 0)
+			why = "a frontend connection: the last frontend's eventfd blocked a worker";
 		close(c);
 		p->refused++;
 		/* One line per interval with the running total, whatever the rate. */
 		if (vt_ratelimit(&p->refuse_rl, 1, LOG_INTERVAL_MS, &(unsigned){0}))
-			vt_warn("%s: refused another frontend connection: one frontend per port "
-				"(%llu refused so far)",
-				p->cfg.name, p->refused);
+			vt_warn("%s: refused %s (%llu refused so far)", p->cfg.name, why,
+				p->refused);
 	}
 }
 
@@ -1406,6 +1488,18 @@ static void fault_where(const struct vu_port *p, const void *at, char *buf, size
 		snprintf(buf, cap, "a mapping of this port at %p", (const void *)a);
 }
 
+/* On the worker that found a frontend's eventfd blocking (vnet_owner): wake our control loop
+ * through guard_fd, our own non-blocking eventfd. */
+static void port_stuck(struct vnet_owner *o)
+{
+	struct vu_port *p = (struct vu_port *)((char *)o - offsetof(struct vu_port, net_owner));
+	uint64_t one = 1;
+
+	if (write(p->guard_fd, &one, sizeof(one)) < 0) {
+		/* full: a wake-up is pending already */
+	}
+}
+
 /*
  * The SIGBUS guard patched a fault in memory this frontend shares with us: it shrank the file
  * behind a mapping (vhost-user gives us its fds to map, and a mapping past the end of a file
@@ -1424,6 +1518,14 @@ static void guard_readable(void *arg, int fd, unsigned events)
 	(void)events;
 	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
 		return;
+	/* A worker found one of the frontend's eventfds blocking (port_stuck): every pair of
+	 * ours is halted already; drop the frontend, and hold the next one off for a while. */
+	if (__atomic_load_n(&p->net_owner.halted, __ATOMIC_ACQUIRE) && p->conn_fd >= 0) {
+		p->holdoff_until_ms = mono_ms() + STUCK_HOLDOFF_MS;
+		port_disconnect(p, "an eventfd of the frontend blocked a worker; refusing "
+				   "connections for a second");
+		return;
+	}
 	faults = gmem_guard_take(&p->guard, &at);
 	if (!faults || p->conn_fd < 0)
 		return;
@@ -1539,6 +1641,10 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 	p->nrings = 2 * cfg->queues;
 	p->guard_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	gmem_guard_owner_init(&p->guard, p->guard_fd);
+	p->net_owner.stuck = port_stuck;
+	/* This thread runs our control loop, and tearing a pair down may signal its call fds
+	 * here (wrk_destroy): guard them as a worker's (pfd.h). */
+	pfd_thread_enter("vt-control");
 	for (unsigned i = 0; i < VNET_MAX_QUEUE_PAIRS; i++)
 		p->taps[i].fd = -1;
 	for (unsigned i = 0; i < NRINGS_MAX; i++)
@@ -1557,6 +1663,7 @@ int vu_port_create(struct vu_port **out, const struct vu_port_config *cfg, struc
 		if (!err)
 			snprintf(p->qps[i].name, sizeof(p->qps[i].name), "%.20s:qp%u", cfg->name,
 				 i);
+		p->qps[i].owner = &p->net_owner;
 	}
 	for (unsigned i = 0; !err && i < cfg->queues; i++)
 		tap_queue_sync(p, i);

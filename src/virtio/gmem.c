@@ -81,7 +81,6 @@ int gmem_add_host(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, vo
 	    .size = size,
 	    .uva = uva,
 	    .host = host,
-	    .fd = -1,
 	    .perm = perm,
 	};
 
@@ -130,15 +129,18 @@ int gmem_add_fd(struct gmem *gm, uint64_t gpa, uint64_t size, uint64_t uva, int 
 	    .host = (uint8_t *)base + delta,
 	    .map_base = base,
 	    .map_len = size + delta,
-	    .fd = fd,
 	    .perm = GMEM_READ | GMEM_WRITE,
 	};
 	err = insert_region(gm, &r);
 	if (err) {
 		gmem_guard_remove(base);
 		munmap(base, size + delta);
+		return err;
 	}
-	return err;
+	/* The mapping keeps the file; an fd kept open per region would let one frontend (509
+	 * regions with ADD_MEM_REG) eat the fds every other port needs. */
+	close(fd);
+	return 0;
 }
 
 static void release_region(struct gmem_region *r)
@@ -147,8 +149,6 @@ static void release_region(struct gmem_region *r)
 		gmem_guard_remove(r->map_base);
 		munmap(r->map_base, r->map_len);
 	}
-	if (r->fd >= 0)
-		close(r->fd);
 }
 
 int gmem_remove(struct gmem *gm, uint64_t gpa, uint64_t size)

@@ -18,6 +18,7 @@
 #endif
 
 #include "virtap/log.h"
+#include "virtap/pfd.h"
 #include "virtap/vq.h"
 
 #define DESC_F_NEXT	     1
@@ -69,6 +70,27 @@ static struct desc desc_read(const struct vq *vq, unsigned i)
 			   __atomic_load_n(p + 1, __ATOMIC_RELAXED));
 }
 
+/* Lines a driver or frontend can cause again and again (GET_VRING_BASE and a new kick restart a
+ * ring it broke): at most VQ_LOG_BURST per VQ_LOG_INTERVAL_MS per ring, through vq->rl. */
+#define VQ_LOG_BURST	   2
+#define VQ_LOG_INTERVAL_MS 10000
+
+static void vq_err(const struct vq *vq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void vq_err(const struct vq *vq, const char *fmt, ...)
+{
+	unsigned missed = 0;
+	va_list ap;
+
+	if (vq->rl && !vt_ratelimit(vq->rl, VQ_LOG_BURST, VQ_LOG_INTERVAL_MS, &missed))
+		return;
+	if (missed)
+		vt_err("%s: %u more lines about this queue left out", vq->name, missed);
+	va_start(ap, fmt);
+	vt_vlog(VT_LOG_ERR, fmt, ap);
+	va_end(ap);
+}
+
 void vq_mark_broken(struct vq *vq, const char *fmt, ...)
 {
 	char why[256];
@@ -80,7 +102,7 @@ void vq_mark_broken(struct vq *vq, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	vt_err("%s: queue broken: %s", vq->name, why);
+	vq_err(vq, "%s: queue broken: %s", vq->name, why);
 }
 
 void vq_init(struct vq *vq)
@@ -112,20 +134,23 @@ int vq_setup(struct vq *vq, const struct gmem *gm, const char *name, uint16_t nu
 	     uint64_t desc_gpa, uint64_t avail_gpa, uint64_t used_gpa, uint64_t features)
 {
 	int kick = vq->kick_fd, call = vq->call_fd;
+	struct vt_ratelimit *rl = vq->rl;
 
 	memset(vq, 0, sizeof(*vq));
 	vq->kick_fd = kick;
 	vq->call_fd = call;
+	vq->rl = rl;
 	snprintf(vq->name, sizeof(vq->name), "%s", name ? name : "vq");
 	vq->prefetchw = cpu_has_prefetchw();
 	/* VIRTIO 1.2 2.7: queue size is a power of 2, at most 32768. */
 	if (!is_pow2(num) || num > VQ_MAX_SIZE) {
-		vt_err("%s: queue size %u is not a power of two <= %u", vq->name, num, VQ_MAX_SIZE);
+		vq_err(vq, "%s: queue size %u is not a power of two <= %u", vq->name, num,
+		       VQ_MAX_SIZE);
 		return -EINVAL;
 	}
 	/* VIRTIO 1.2 2.7 "Virtqueue Alignment": descriptors 16, available 2, used 4. */
 	if ((desc_gpa & 15) || (avail_gpa & 1) || (used_gpa & 3)) {
-		vt_err("%s: misaligned rings desc=%#llx avail=%#llx used=%#llx", vq->name,
+		vq_err(vq, "%s: misaligned rings desc=%#llx avail=%#llx used=%#llx", vq->name,
 		       (unsigned long long)desc_gpa, (unsigned long long)avail_gpa,
 		       (unsigned long long)used_gpa);
 		return -EINVAL;
@@ -134,7 +159,7 @@ int vq_setup(struct vq *vq, const struct gmem *gm, const char *name, uint16_t nu
 	vq->avail = gmem_ptr(gm, avail_gpa, 6 + 2ull * num, GMEM_READ);
 	vq->used = gmem_ptr(gm, used_gpa, 6 + 8ull * num, GMEM_READ | GMEM_WRITE);
 	if (!vq->desc || !vq->avail || !vq->used) {
-		vt_err("%s: a ring is not inside one guest memory region", vq->name);
+		vq_err(vq, "%s: a ring is not inside one guest memory region", vq->name);
 		return -EFAULT;
 	}
 	vq->gm = gm;
@@ -283,7 +308,8 @@ int vq_set_inflight(struct vq *vq, struct vq_inflight *in)
 		st16(r + INFL_USED_IDX, vq->used_idx, __ATOMIC_RELAXED);
 		st16(r + INFL_VERSION, INFL_VERSION_CUR, __ATOMIC_RELEASE);
 	} else if (version != INFL_VERSION_CUR || desc_num != vq->num) {
-		vt_err(
+		vq_err(
+		    vq,
 		    "%s: inflight area version %u for %u descriptors does not fit this ring of "
 		    "%u (vhost-user inflight: version 1, desc_num is the queue size); not tracked",
 		    vq->name, version, desc_num, vq->num);
@@ -759,8 +785,6 @@ static bool need_notify(struct vq *vq)
 
 bool vq_notify(struct vq *vq)
 {
-	uint64_t one = 1;
-
 	if (vq->broken || !vq->ready)
 		return false;
 	vq_flush(vq);
@@ -771,8 +795,13 @@ bool vq_notify(struct vq *vq)
 		return false;
 	}
 	vq->stats.notifies++;
-	if (vq->call_fd >= 0 && write(vq->call_fd, &one, sizeof(one)) < 0) {
-		/* eventfd only fails on counter overflow: the driver is already signalled. */
+	if (vq->call_fd < 0)
+		return true;
+	/* -EAGAIN: the counter is full, so the driver is signalled already. */
+	if (pfd_write_u64(vq->call_fd, 1) == -ETIMEDOUT) {
+		vq->fd_stuck = true;
+		vq_mark_broken(vq, "the call eventfd blocked (the frontend made it blocking and "
+				   "full; vhost-user: call fds are the backend's to signal)");
 	}
 	return true;
 }
