@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -271,11 +272,65 @@ static void test_per_pair_workers(void)
 	rig_destroy(&b);
 }
 
+/* CPU time this process has used, in ms. */
+static long long cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000ll +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/*
+ * An embedder hands the worker a kick fd that is no eventfd: a pipe whose writer has closed is
+ * readable for ever and reads return 0. The worker used to read it, see nothing drained, and be
+ * woken again at once: one core at 100 %. It must give up on that ring (broken, unwatched) and
+ * go on serving the other ring and the other pair without spinning.
+ */
+static void test_undrainable_kick(void)
+{
+	uint64_t f = F(VQ_F_VERSION_1);
+	struct rig a, b;
+	struct wrk *w;
+	uint8_t buf[2048];
+	long long c0, used;
+	int p[2], sb;
+
+	REQUIRE(rig_init(&a, "vtk", f, NULL, 64) == 0);
+	REQUIRE(rig_init(&b, "vtl", f, NULL, 64) == 0);
+	sb = pkt_socket("vtl", false);
+	REQUIRE(pipe(p) == 0);
+	close(p[1]);
+	a.qp.rx.kick_fd = p[0];
+	REQUIRE(wrk_create(&w, "vt-k") == 0);
+	REQUIRE(wrk_add(w, &a.qp) == 0 && wrk_add(w, &b.qp) == 0);
+	REQUIRE(wrk_start(w) == 0);
+	usleep(100000);
+	c0 = cpu_ms();
+	usleep(400000);
+	used = cpu_ms() - c0;
+	printf("undrainable kick fd: %lld ms of CPU in 400 ms\n", used);
+	CHECK(used < 100);
+	/* the worker still takes commands; the call also orders its writes before our reads */
+	CHECK(wrk_call(w, record_thread, NULL) == 0);
+	CHECK(vq_is_broken(&a.qp.rx) && !vq_is_broken(&a.qp.tx));
+	post_tx_frames(&b, 3, 21);
+	for (int i = 0; i < 3; i++)
+		CHECK(pkt_recv_marked(sb, buf, sizeof(buf), 2000, 0) == 60);
+	wrk_destroy(w);
+	close(p[0]);
+	close(sb);
+	rig_destroy(&a);
+	rig_destroy(&b);
+}
+
 int main(void)
 {
 	th_private_netns();
 	test_ping();
 	test_fairness_and_bases();
 	test_per_pair_workers();
+	test_undrainable_kick();
 	return th_done("wrk");
 }
