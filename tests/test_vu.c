@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -18,6 +19,7 @@
 #include "netns.h"
 #include "rig.h"
 #include "virtap/evl.h"
+#include "virtap/log.h"
 #include "virtap/vu.h"
 #include "vufe.h"
 
@@ -654,6 +656,77 @@ static void test_validation(void)
 	guest_free(vg);
 }
 
+/* ---- e. what a frontend makes us log ------------------------------------------------------ */
+
+/* Lines of the log that contain `needle` (counted by a sink in front of stderr). */
+static const char *log_needles[3] = {"queue broken", "dirty page log", "inflight area"};
+static unsigned log_hits[3];
+
+static void count_sink(void *ctx, int level, const char *msg)
+{
+	(void)ctx;
+	(void)level;
+	for (unsigned i = 0; i < 3; i++)
+		if (strstr(msg, log_needles[i]))
+			__atomic_fetch_add(&log_hits[i], 1, __ATOMIC_RELAXED);
+	fprintf(stderr, "%s\n", msg);
+}
+
+/*
+ * A frontend that repeats what makes us log must not flood the log (README, security model):
+ * a TX ring broken again after every GET_VRING_BASE and new kick, the dirty log and the inflight
+ * area set up over and over. 40 rounds each used to write 40 lines each.
+ */
+static void test_log_limits(void)
+{
+	enum { ROUNDS = 40 };
+	struct vufe *gu = guest_new();
+	int s = session_open(sock0, gu);
+	struct fg_vq *tx = &gu->q[1];
+	uint64_t pf = gu->pfeatures | F(VU_PF_LOG_SHMFD) | F(VU_PF_INFLIGHT_SHMFD);
+	struct vu_inflight in = {.num_queues = 2, .queue_size = QNUM};
+	unsigned hits[3];
+	int level = vt_log_get_level();
+
+	vt_log_set_level(VT_LOG_INFO); /* the dirty log and inflight lines are informational */
+	vt_log_set_sink(count_sink, NULL);
+	CHECK(vufe_call(s, VU_SET_PROTOCOL_FEATURES, &pf, 8, NULL, 0) == 0);
+	/* A TX chain whose descriptor points outside guest memory breaks ring 1 at every start. */
+	fg_raw_desc(tx, 0, 1ull << 40, 64, 0, 0);
+	fg_raw_avail(tx, tx->avail_idx++, 0);
+	fg_publish(tx, true);
+	for (unsigned r = 0; r < ROUNDS; r++) {
+		int log = memfd_create("log", MFD_CLOEXEC), in_fd = -1;
+		uint64_t lb[2] = {4096, 0};
+
+		REQUIRE(log >= 0 && ftruncate(log, 4096) == 0);
+		/* With LOG_SHMFD the answer is an empty reply, not an ack. */
+		CHECK(vufe_send_msg(s, VU_SET_LOG_BASE, VU_VERSION, lb, sizeof(lb), &log, 1) == 0);
+		CHECK(vufe_recv_reply(s, VU_SET_LOG_BASE, lb, sizeof(lb), NULL) == 0);
+		close(log);
+		CHECK(vufe_send_msg(s, VU_GET_INFLIGHT_FD, VU_VERSION, &in, sizeof(in), NULL, 0) ==
+		      0);
+		CHECK(vufe_recv_reply(s, VU_GET_INFLIGHT_FD, &in, sizeof(in), &in_fd) ==
+		      (int)sizeof(in));
+		if (in_fd >= 0)
+			close(in_fd);
+		CHECK(vufe_get_vring_base(s, 1) >= 0);
+		CHECK(vufe_call_vring_fd(s, VU_SET_VRING_KICK, 1, tx->kick_fd) == 0);
+	}
+	CHECK(vufe_get_vring_base(s, 1) >= 0); /* the last start has run its handler */
+	vt_log_set_sink(NULL, NULL);
+	vt_log_set_level(level);
+	for (unsigned i = 0; i < 3; i++)
+		hits[i] = __atomic_load_n(&log_hits[i], __ATOMIC_RELAXED);
+	printf("%u rounds: %u 'queue broken', %u 'dirty page log', %u 'inflight area' lines\n",
+	       ROUNDS, hits[0], hits[1], hits[2]);
+	CHECK(hits[0] >= 1 && hits[0] <= 2);
+	/* The port's limit for such lines, 20 per 10 s, shared with its connect lines (so the
+	 * earlier tests' connections may have used it up already). */
+	CHECK(hits[1] + hits[2] <= 20);
+	guest_free(gu);
+}
+
 /* ---- d. isolation --------------------------------------------------------------------------- */
 
 static void bad_peer(int s, unsigned kind)
@@ -898,6 +971,7 @@ int main(void)
 	test_second_frontend();
 	test_disconnect_anytime();
 	test_validation();
+	test_log_limits();
 	test_isolation();
 	test_client_mode();
 
