@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -559,9 +560,27 @@ static void frontend_after(void)
 	vufe_close(&fb);
 }
 
+/* The daemon's open file limit, soft and hard, from /proc (-1 if unreadable). */
+static void nofile_of(pid_t pid, long long *soft, long long *hard)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	*soft = *hard = -1;
+	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
+	f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Max open files %lld %lld", soft, hard) == 2)
+			break;
+	if (f)
+		fclose(f);
+}
+
 int main(void)
 {
 	char arg[3][200];
+	struct rlimit nofile, low;
+	long long soft, hard;
 	const char *args[] = {"--port", arg[0], "--port", arg[1], "--port", arg[2], NULL};
 	struct usage base, end;
 	struct vufe_opts o = {.qsize = 256, .open_wait_ms = 5000};
@@ -579,10 +598,23 @@ int main(void)
 	snprintf(arg[1], sizeof(arg[1]), "name=pb,socket=%s,backend=echo", sock_b);
 	snprintf(arg[2], sizeof(arg[2]), "name=pc,socket=%s,backend=echo", sock_c);
 	t_start = th_now_ms();
+	/* Started with the usual soft limit of 1024 fds under a higher hard one, the daemon takes
+	 * the hard one: fds are what every frontend spends. */
+	REQUIRE(getrlimit(RLIMIT_NOFILE, &nofile) == 0);
+	low = nofile;
+	low.rlim_cur = 1024;
+	if (low.rlim_max != RLIM_INFINITY && low.rlim_max < 4096)
+		low.rlim_max = 4096; /* as root we may */
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
 	vt = vtproc_start(log_path, args);
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &nofile) == 0);
 	REQUIRE(vt > 0);
 	REQUIRE(vtproc_wait_path(sock_a, true, 10000) && vtproc_wait_path(sock_b, true, 10000) &&
 		vtproc_wait_path(sock_c, true, 10000));
+	nofile_of(vt, &soft, &hard);
+	printf("daemon's open file limit: %lld (hard %lld), started with %llu\n", soft, hard,
+	       (unsigned long long)low.rlim_cur);
+	CHECK(soft == hard && hard > 1024);
 
 	REQUIRE(vufe_connect_opts(&ta.fe, sock_a, MEM, &o) == 0);
 	REQUIRE(vufe_post_rx(&ta.fe, 128, VUFE_BUF) == 128);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -727,6 +728,58 @@ static void test_log_limits(void)
 	guest_free(gu);
 }
 
+/* ---- f. out of fds -------------------------------------------------------------------------- */
+
+static long long cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000ll +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/*
+ * A connection arrives while the process has no fd left: accept() fails with EMFILE and the
+ * connection stays in the backlog, so the listening socket stays readable. The level-triggered
+ * loop used to call us again at once, for ever (a core at 100 %, every other port's messages
+ * waiting behind it). It must cost a log line and a pause, and the connection must be served
+ * once fds are free again.
+ */
+static void test_emfile(void)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	struct rlimit was, low;
+	long long c0, used;
+	uint64_t f = 0;
+	int c, lowest;
+
+	port_idle(sock0);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock0);
+	c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	lowest = dup(0); /* the fd number accept() would get */
+	REQUIRE(c >= 0 && lowest >= 0 && getrlimit(RLIMIT_NOFILE, &was) == 0);
+	close(lowest);
+	low = was;
+	low.rlim_cur = (rlim_t)lowest;
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	REQUIRE(connect(c, (struct sockaddr *)&a, sizeof(a)) == 0);
+	usleep(50000);
+	c0 = cpu_ms();
+	usleep(400000);
+	used = cpu_ms() - c0;
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &was) == 0);
+	printf("no fd left for a connection: %lld ms of CPU in 400 ms\n", used);
+	CHECK(used < 100);
+	{
+		struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	CHECK(vufe_get_u64(c, VU_GET_FEATURES, &f) == 0 && (f & F(VQ_F_VERSION_1)));
+	close(c);
+}
+
 /* ---- d. isolation --------------------------------------------------------------------------- */
 
 static void bad_peer(int s, unsigned kind)
@@ -972,6 +1025,7 @@ int main(void)
 	test_disconnect_anytime();
 	test_validation();
 	test_log_limits();
+	test_emfile();
 	test_isolation();
 	test_client_mode();
 
