@@ -92,12 +92,22 @@ struct vnet_qp {
 	struct vnet_owner *owner; /* NULL: none (an embedder's pair that nothing halts) */
 	struct netq hold;
 	struct vnet_stats stats;
-	/* scratch, allocated once */
-	struct iovec *rx_iov;	    /* VQ_MAX_IOV + 1 (bounce) */
-	struct vnet_rxbuf *rx_bufs; /* VQ_MAX_IOV */
-	struct iovec *tx_iov;	    /* VQ_MAX_IOV + 1 (header copy) */
-	uint8_t *bounce;	    /* VNET_MAX_FRAME + header */
-	struct vnet_burst *burst;   /* burst scratch, if the backend has burst calls */
+	/*
+	 * Scratch, allocated once. Guest-derived counts index all of it; the bounds, and where
+	 * they are enforced (vnet.c):
+	 * - rx_iov, VQ_MAX_IOV + 1: the RX pool's buffers' iovecs, at most VQ_MAX_IOV (pool_pop
+	 *   pops into the room left, compacting or stopping first), plus one slot after a frame's
+	 *   last iovec for the bounce buffer (rx_read_one, rx_hold);
+	 * - rx_bufs, VQ_MAX_IOV: one per pooled buffer (pool_pop stops at VQ_MAX_IOV);
+	 * - tx_iov, VQ_MAX_IOV + 1: one chain of at most VQ_MAX_IOV segments (vq_pop's bound)
+	 *   after one slot for our header copy (tx_prepare);
+	 * - burst: see struct vnet_burst (txb_fill).
+	 */
+	struct iovec *rx_iov;
+	struct vnet_rxbuf *rx_bufs;
+	struct iovec *tx_iov;
+	uint8_t *bounce;	  /* VNET_MAX_FRAME + header */
+	struct vnet_burst *burst; /* burst scratch, if the backend has burst calls */
 };
 
 int vnet_qp_init(struct vnet_qp *qp, unsigned index, const struct vnet_config *cfg,
