@@ -294,6 +294,16 @@ static void test_budget(void)
 	CHECK(vnet_handle_tx(&r.qp) == VNET_IDLE);
 	CHECK(reap(&r, seen, &dups) == NCHAIN - 40 && dups == 0 && s.got == NCHAIN);
 	rig_down(&r);
+	/* The byte budget holds inside a burst too: chains of 72 bytes, a budget of 5 of them. */
+	memset(&s, 0, sizeof(s));
+	s.room = 1000;
+	memset(seen, 0, sizeof(seen));
+	rig_up(&r, &script_ops, &s);
+	r.qp.cfg.tx_budget_bytes = 5 * (VNET_HDR_LEN_V1 + 60);
+	post(&r, NCHAIN, NULL);
+	CHECK(vnet_handle_tx(&r.qp) == VNET_MORE);
+	CHECK(reap(&r, seen, &dups) == 5 && s.got == 5);
+	rig_down(&r);
 }
 
 static const uint64_t in_order_features = features | VNET_BIT(VQ_F_IN_ORDER);

@@ -416,6 +416,7 @@ static int txb_fill(struct vnet_qp *qp, unsigned budget, size_t budget_bytes, un
 			__builtin_prefetch(c->iov[0].iov_base);
 		(*n)++;
 		used += 1 + c->nout + c->nin; /* <= 1 + max, so still <= TXB_IOV */
+		bytes += c->out_len;
 	}
 	for (unsigned k = 0; k < *n; k++) {
 		const struct vq_chain *c = &b->chain[k];
