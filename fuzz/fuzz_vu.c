@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: MIT
 /*
  * Fuzz the vhost-user server through its real parser and handlers: the input is a series of
- * records (fd count, length, bytes) written to a connected socket, each with that many fds
- * attached (a 1 MiB memfd first, eventfds after), as a hostile frontend would. The port serves a
- * sink backend, so rings that get started are real and run on worker threads. After each input
- * the connection is dropped and every fd must be back to the count before it: a leak traps.
+ * records (fd count and kind, length, bytes) written to a connected socket, each with that many
+ * fds attached, of the record's kind: a 1 MiB memfd then eventfds (memory tables), eventfds as a
+ * frontend makes them, eventfds left blocking, blocking ones preloaded to the most they hold, or
+ * epoll fds, which are no eventfds; as a hostile frontend would. The port serves a sink backend, so
+ * rings that get started are real and run on worker threads, and a blocking call fd really blocks a
+ * worker until the watchdog cuts it short (pfd.h). After each input the connection is dropped
+ * and every fd must be back to the count before it: a leak traps.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -67,12 +71,30 @@ static void setup(void)
 		__builtin_trap();
 }
 
-static int make_fd(unsigned i)
+enum fd_kind { FD_MEM, FD_EVENT, FD_EVENT_BLOCKING, FD_EVENT_FULL, FD_EPOLL, FD_KINDS };
+
+static int make_fd(unsigned i, enum fd_kind kind)
 {
+	uint64_t full = 0xfffffffffffffffeull;
 	int fd;
 
-	if (i)
-		return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (i || kind != FD_MEM) {
+		switch (kind) {
+		case FD_EVENT_BLOCKING:
+			return eventfd(0, EFD_CLOEXEC);
+		case FD_EVENT_FULL:
+			fd = eventfd(0, EFD_CLOEXEC);
+			if (fd >= 0 && write(fd, &full, sizeof(full)) < 0) {
+				close(fd);
+				return -1;
+			}
+			return fd;
+		case FD_EPOLL:
+			return epoll_create1(EPOLL_CLOEXEC);
+		default:
+			return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		}
+	}
 	fd = memfd_create("fz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd >= 0 && ftruncate(fd, 1 << 20) < 0) {
 		close(fd);
@@ -81,7 +103,7 @@ static int make_fd(unsigned i)
 	return fd;
 }
 
-static void send_record(int sock, const uint8_t *data, size_t len, unsigned nfds)
+static void send_record(int sock, const uint8_t *data, size_t len, unsigned nfds, enum fd_kind kind)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * 12)];
@@ -92,7 +114,7 @@ static void send_record(int sock, const uint8_t *data, size_t len, unsigned nfds
 	int fds[12];
 
 	for (unsigned i = 0; i < nfds; i++)
-		fds[i] = make_fd(i);
+		fds[i] = make_fd(i, kind);
 	if (nfds) {
 		struct cmsghdr *c;
 
@@ -130,13 +152,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 	}
 	while (n >= 3) {
 		unsigned nfds = d[0] % 11;
+		enum fd_kind kind = (enum fd_kind)(d[0] / 11 % FD_KINDS);
 		size_t len = (size_t)(d[1] | d[2] << 8);
 
 		d += 3;
 		n -= 3;
 		if (len > n)
 			len = n;
-		send_record(sv[0], d, len, nfds);
+		send_record(sv[0], d, len, nfds, kind);
 		d += len;
 		n -= len;
 		evl_poll(loop, 0);

@@ -13,24 +13,261 @@ def desc(addr, length, flags=0, nxt=0):
     return struct.pack("<QIHH", addr, length, flags, nxt)
 
 
-def vring_input(features, num=8, indirect=False, rx_len=2048, frames=(72, 1500)):
-    mem = bytearray(MEM_SIZE)
-    for i in range(num):  # RX: writable buffers
-        mem[0x0 + 16 * i:0x0 + 16 * i + 16] = desc(MEM_GPA + 0x8000 + i * 0x400, rx_len, 2)
-    mem[0x1000:0x1004] = struct.pack("<HH", 0, num)
-    for i in range(num):
-        mem[0x1004 + 2 * i:0x1006 + 2 * i] = struct.pack("<H", i)
-    frame = bytes(12) + bytes(range(60))
-    mem[0xC000:0xC000 + len(frame)] = frame
-    if indirect:  # TX chain as an indirect table: header, then frame
-        mem[0x4000:0x4010] = desc(MEM_GPA + 0xB000, 32, 4)
-        mem[0xB000:0xB020] = desc(MEM_GPA + 0xC000, 12, 1, 1) + desc(MEM_GPA + 0xC00C, 60)
-    else:
-        mem[0x4000:0x4010] = desc(MEM_GPA + 0xC000, len(frame))
-    mem[0x5000:0x5006] = struct.pack("<HHH", 0, 1, 0)
-    head = struct.pack("<BQHB", num.bit_length() - 1, features, 1536, 0) + bytes(4)
-    tail = b"".join(struct.pack("<H", n) + bytes([i & 0xFF for i in range(n)]) for n in frames)
-    return head + bytes(mem) + tail
+# fuzz_vring.c: a 24-byte header, then steps (the format is described at the top of that file).
+NEXT, WRITE, INDIRECT_F = 1, 2, 4
+IN_ORDER = F(35)
+CF_BURST, CF_RX_EMPTY, CF_POLL, CF_PAD_SHORT = 1, 2, 4, 8
+CF_INFL_RX, CF_INFL_TX, CF_LOG, CF_LOG_USED = 16, 32, 64, 128
+(OP_MEM, OP_TX, OP_RX, OP_RXQ, OP_RXFRAME, OP_PLAN, OP_AVAIL, OP_POLL, OP_RESTART, OP_INFL,
+ OP_ASYNC, OP_HALT, OP_PEEK) = range(13)
+CF2_OWNER, CF2_RL = 1, 2
+RS_RX, RS_TX, RS_BASE, RS_LAYOUT, RS_NUM = 1, 2, 4, 8, 16
+FK_BYTES, FK_PATTERN, FK_EIO, FK_EINTR = range(4)
+# Offsets from MEM_GPA: rings at the start of region A, free space after them.
+RX_DESC, RX_AVAIL, RX_USED, TX_DESC, TX_AVAIL, TX_USED = 0x0, 0x1000, 0x2000, 0x4000, 0x5000, 0x6000
+MEM2, ROM = 0x10000, 0x11000  # region B (read-write, own host buffer), region C (read-only)
+
+
+def vring_hdr(features, rx_num=8, tx_num=8, flags=0, rx_cover=1536, tx_budget=0, rx_budget=0,
+              hold=0, budget_bytes=0, rx_base=0, tx_base=0, log_size=8,
+              flags2=CF2_OWNER | CF2_RL):
+    return struct.pack("<BBQBHBBBHHHBB", rx_num.bit_length() - 1, tx_num.bit_length() - 1,
+                       features, flags, rx_cover, tx_budget, rx_budget, hold, budget_bytes,
+                       rx_base, tx_base, log_size, flags2)
+
+
+def mem(off, data):  # guest writes, at most 64 KiB per step
+    out = b""
+    for at in range(0, len(data), 0xFFFF):
+        part = data[at:at + 0xFFFF]
+        out += bytes([OP_MEM]) + struct.pack("<I", off + at)[:3]
+        out += struct.pack("<H", len(part)) + part
+    return out
+
+
+def descs(ring_off, entries, first=0):  # descriptor table entries from index first
+    return mem(ring_off + 16 * first, b"".join(desc(*e) for e in entries))
+
+
+def avail(ring, count, head=0):
+    return bytes([OP_AVAIL, ring, count, head])
+
+
+def rxq(kind, length, data=b""):
+    return bytes([OP_RXQ, kind]) + struct.pack("<H", length & 0xFFFF) + data
+
+
+def rxframe(kind, length, data=b""):
+    return bytes([OP_RXFRAME, kind]) + struct.pack("<H", length & 0xFFFF) + data
+
+
+def plan(answers):
+    return bytes([OP_PLAN, len(answers)]) + bytes(answers)
+
+
+def restart(which, base=0, layout=None, num=None):
+    which |= (RS_LAYOUT if layout else 0) | (RS_NUM if num is not None else 0)
+    out = bytes([OP_RESTART, which]) + struct.pack("<H", base)
+    for off in layout or ():
+        out += struct.pack("<I", off)[:3]
+    if num is not None:
+        out += struct.pack("<H", num)
+    return out
+
+
+def async_steps(calls, steps):  # guest steps run during the backend's (calls + 1)-th call
+    return bytes([OP_ASYNC, calls, len(steps)]) + steps
+
+
+def infl(off, data):
+    return bytes([OP_INFL]) + struct.pack("<HB", off, len(data)) + data
+
+
+TX, RX, POLL, HALT, PEEK = (bytes([op]) for op in (OP_TX, OP_RX, OP_POLL, OP_HALT, OP_PEEK))
+G = lambda off: MEM_GPA + off  # guest physical address of an offset
+
+
+def tx_frames(count, length=72, at=0xD000, flags=0):
+    """count one-descriptor TX chains (header + frame), heads 0.., buffers from at."""
+    frame = bytes(12) + bytes(range(length - 12))
+    out = descs(TX_DESC, [(G(at + 0x100 * i), length, flags) for i in range(count)])
+    for i in range(count):
+        out += mem(at + 0x100 * i, frame)
+    return out
+
+
+def rx_bufs(count, length, at=0x8000, stride=None):
+    """count one-descriptor RX buffers, heads 0.., from at."""
+    stride = stride or max(length, 16)
+    return descs(RX_DESC, [(G(at + stride * i), length, WRITE) for i in range(count)])
+
+
+def burst_indirect_fill():
+    # TX chain 0: an indirect table of 1024 one-byte descriptors (1024 iovecs); chain 1: one of
+    # 62; with their header slots they fill the burst's 1088 iovec slots exactly, and the old
+    # txb_fill then offered chain 2 `room - used - 1` = UINT_MAX slots (a heap overflow).
+    t1, t2, buf = 0x8000, 0xC000, 0xD000
+    tbl1 = b"".join(desc(G(buf + i), 1, NEXT if i < 1023 else 0, i + 1) for i in range(1024))
+    tbl2 = b"".join(desc(G(buf + i), 1, NEXT if i < 61 else 0, i + 1) for i in range(62))
+    out = mem(t1, tbl1) + mem(t2, tbl2)
+    out += descs(TX_DESC, [(G(t1), len(tbl1), INDIRECT_F), (G(t2), len(tbl2), INDIRECT_F),
+                           (G(0xE000), 72)])
+    out += mem(0xE000, bytes(12) + bytes(range(60)))
+    out += avail(1, 3) + TX
+    return vring_hdr(VERSION_1 | INDIRECT, flags=CF_BURST) + out
+
+
+def mrg_held():
+    # Mergeable RX, 256-byte buffers, 4 made available: a 1500-byte frame takes them all and
+    # its tail waits in the net queue (held), the next frame waits behind it; the guest then
+    # posts 12 more buffers and the next run flushes the held frame, holds the 3000-byte one
+    # again (10 buffers left), and after a last refill everything, the VMM's frame too, is in.
+    frame = bytes(12) + bytes(i & 0xFF for i in range(1488))
+    out = rx_bufs(32, 256) + avail(0, 4)
+    out += rxq(FK_BYTES, len(frame), frame) + rxq(FK_PATTERN, 3000) + RX
+    out += avail(0, 12, 4) + RX + rxframe(FK_PATTERN, 700) + RX + avail(0, 16, 16) + RX
+    return vring_hdr(VERSION_1 | MRG, rx_num=32, rx_cover=512, flags=CF_RX_EMPTY) + out
+
+
+def inflight():
+    # Both rings tracked; the TX area comes with history (version 1, desc_num 8, heads 1 and 0
+    # in flight, taken in that order from avail slots 0 and 1), so the start resubmits them
+    # before heads 2 and 3; later the backend is full once (the take is undone), and a restart
+    # of both rings, the second at a base the frontend made up, recovers from this device's
+    # area.
+    area = 4160
+    hist = struct.pack("<QHHHH", 0, 1, 8, 0, 0)
+    d0 = struct.pack("<B5xHQ", 1, 0, 7)  # head 0: in flight, counter 7
+    d1 = struct.pack("<B5xHQ", 1, 0, 3)  # head 1: in flight, counter 3 (taken first)
+    out = infl(area, hist) + infl(area + 16, d0 + d1)
+    out += tx_frames(4) + mem(TX_AVAIL, struct.pack("<HHHHHH", 0, 4, 1, 0, 2, 3))
+    out += rx_bufs(8, 2048) + avail(0, 8)
+    out += rxq(FK_PATTERN, 1000) + rxq(FK_PATTERN, 200) + TX + RX
+    out += plan([4]) + avail(1, 2, 0) + TX + restart(3) + TX + RX + restart(6, 3) + TX
+    return vring_hdr(VERSION_1 | MRG, flags=CF_INFL_RX | CF_INFL_TX) + out
+
+
+def log_on():
+    # Dirty logging on both rings (used ring writes too), mergeable RX; the first buffer
+    # straddles regions A and B (two iovecs), the last is too small for a padded frame.
+    out = descs(RX_DESC, [(G(0xFC00), 2048, WRITE), (G(MEM2 + 0x400), 2048, WRITE),
+                          (G(0x9000), 4096, WRITE), (G(0xA000), 64, WRITE)])
+    out += avail(0, 4) + rxq(FK_PATTERN, 3000) + rxq(FK_PATTERN, 60) + rxq(FK_BYTES, 14, bytes(14))
+    out += tx_frames(2) + avail(1, 2) + TX + RX
+    return vring_hdr(VERSION_1 | MRG, flags=CF_LOG | CF_LOG_USED | CF_PAD_SHORT) + out
+
+
+def evidx_inorder():
+    # EVENT_IDX + IN_ORDER, a burst backend that takes part of a burst, then none, then fails
+    # whole bursts (the device falls back to tx, which answers full once); busy-poll toggles.
+    out = tx_frames(8) + avail(1, 8) + rx_bufs(8, 1536) + avail(0, 8)
+    out += plan([3 | (2 << 3), 4, 5, 0, 4]) + TX + TX + TX + TX + POLL + TX
+    out += rxq(FK_PATTERN, 1500) + rxq(FK_EIO, 0) + rxq(FK_PATTERN, 64) + RX + POLL + RX
+    return vring_hdr(VERSION_1 | MRG | EVENT_IDX | IN_ORDER | INDIRECT, rx_num=16, tx_num=16,
+                     flags=CF_BURST | CF_RX_EMPTY) + out
+
+
+def burst_per_frame():
+    # Per-frame answers inside a burst: written, -EIO, written, full (and full after it).
+    out = tx_frames(6) + avail(1, 6)
+    out += plan([7, 0, 5, 0, 4]) + TX + TX
+    return vring_hdr(VERSION_1 | CSUM | TSO4, tx_num=16, flags=CF_BURST | CF_POLL,
+                     tx_budget=4) + out
+
+
+def single_tx_errors():
+    # No tx_burst: one write per frame, answered full, -EIO, -EMSGSIZE, written; then the port
+    # halts the pair (another pair's frontend fd blocked): nothing moves until it is cleared.
+    out = tx_frames(4) + avail(1, 4) + plan([4, 5, 6, 0]) + TX + TX
+    out += rx_bufs(2, 1536) + avail(0, 2) + rxq(FK_PATTERN, 100) + HALT + RX + TX
+    out += rxframe(FK_PATTERN, 100) + HALT + RX
+    return vring_hdr(VERSION_1, flags=CF_RX_EMPTY) + out
+
+
+def rx_big_bufs():
+    # No MRG_RXBUF: one chain per frame, big buffers of three descriptors (the Linux layout,
+    # but the header split after 10 bytes, so num_buffers lands in the second), frames larger
+    # than a chain (dropped) and one that needs the bounce buffer.
+    out = descs(RX_DESC, [(G(0x8000), 10, WRITE | NEXT, 1), (G(0x8100), 4096, WRITE | NEXT, 2),
+                          (G(0x9100), 4096, WRITE)])
+    out += descs(RX_DESC, [(G(0xA000), 12, WRITE | NEXT, 4), (G(0xA100), 1500, WRITE)], first=3)
+    out += mem(RX_AVAIL + 4, struct.pack("<HH", 0, 3)) + mem(RX_AVAIL + 2, struct.pack("<H", 2))
+    # 6000 bytes fit the first chain; 70000 overflow the second and the bounce buffer (cut:
+    # dropped); the VMM's 9000 bytes wait for a buffer that never comes.
+    out += rxq(FK_PATTERN, 6000) + rxq(FK_PATTERN | 4, 70000 - 0x10000) + RX
+    out += rxframe(FK_PATTERN, 9000) + RX
+    return vring_hdr(VERSION_1, rx_cover=100) + out
+
+
+def legacy():
+    # Neither VERSION_1 nor MRG_RXBUF: 10-byte headers, small ring.
+    out = tx_frames(2) + avail(1, 2) + rx_bufs(4, 1600) + avail(0, 4)
+    out += rxq(FK_PATTERN, 1000) + rxq(FK_EINTR, 0) + rxq(FK_PATTERN, 40) + TX + RX
+    return vring_hdr(0, rx_num=4, tx_num=4, flags=CF_PAD_SHORT, rx_cover=1600) + out
+
+
+def indirect_tx():
+    # TX chain as an indirect table: header, then frame; one TX chain straddling regions A/B;
+    # one indirect table straddling them (its entries come from two host buffers).
+    tbl = desc(G(0xC000), 12, NEXT, 1) + desc(G(0xC00C), 60)
+    out = mem(0xB000, tbl) + mem(0xC000, bytes(12) + bytes(range(60)))
+    tbl3 = desc(G(0xC000), 12, NEXT, 1) + desc(G(0xC00C), 30, NEXT, 2) + desc(G(0xC02A), 30)
+    out += mem(MEM2 - 24, tbl3)
+    out += descs(TX_DESC, [(G(0xB000), len(tbl), INDIRECT_F), (G(MEM2 - 40), 100),
+                           (G(MEM2 - 24), len(tbl3), INDIRECT_F)])
+    out += avail(1, 3) + TX
+    return vring_hdr(VERSION_1 | INDIRECT, flags=CF_BURST) + out
+
+
+def rx_frame_vmm():
+    # The embedding VMM's entry point: frames from the input, held while the guest has no
+    # buffers, delivered when it posts some; small budgets.
+    out = rx_bufs(4, 512) + rxframe(FK_BYTES, 80, bytes(80)) + rxframe(FK_PATTERN, 1400)
+    out += avail(0, 4) + rxframe(FK_PATTERN, 100) + RX
+    return vring_hdr(VERSION_1 | MRG, rx_budget=1, tx_budget=1, hold=2, budget_bytes=8,
+                     flags2=0) + out
+
+
+def rx_pool(entries, frames):
+    # Mergeable RX whose every buffer is one indirect table of `entries` one-byte descriptors
+    # (all heads share the table). The first run moves `frames` one-buffer frames, so the
+    # second pops that many buffers ahead: their iovecs fill the scratch array (exactly, with
+    # 512 entries; with 400 the third pop does not fit), the first frame takes one buffer and
+    # the second, 1000 bytes, needs more than the pool holds: the pool is compacted to make
+    # room for the next pop.
+    tbl = b"".join(desc(G(0xA000 + i), 1, WRITE | (NEXT if i < entries - 1 else 0), i + 1)
+                   for i in range(entries))
+    out = mem(0x8000, tbl) + descs(RX_DESC, [(G(0x8000), len(tbl), INDIRECT_F)] * 8)
+    out += avail(0, frames) + b"".join(rxq(FK_PATTERN, entries) for _ in range(frames)) + RX
+    out += avail(0, 8 - frames, frames) + rxq(FK_PATTERN, entries) + rxq(FK_PATTERN, 1000)
+    out += rxq(FK_PATTERN, entries) + RX + RX
+    return vring_hdr(VERSION_1 | MRG | INDIRECT, rx_cover=12) + out
+
+
+def infl_batch_async():
+    # Inflight on a ring of 4 mergeable 64-byte RX buffers: a 256-byte frame takes all 4, and
+    # while the backend reads the second frame the guest (on its other CPU) publishes 4 more
+    # heads, which that frame takes too: 8 used entries in one run, more than the ring's size,
+    # so the inflight batch has to be settled mid-run.
+    out = rx_bufs(4, 64) + avail(0, 4)
+    # (backend calls: rx_empty and rx for the first frame, then rx_empty for the second)
+    out += async_steps(2, avail(0, 4)) + rxq(FK_PATTERN, 256) + rxq(FK_PATTERN, 256) + RX
+    return vring_hdr(VERSION_1 | MRG, rx_num=4, rx_cover=12, flags=CF_INFL_RX | CF_RX_EMPTY) + out
+
+
+def ring_layout():
+    # The frontend moves the rings on a restart: TX used ring over its own avail ring (device
+    # writes land on what it reads), then a used ring in read-only memory, then misaligned;
+    # then sizes: 3 (not a power of two), 16 (the inflight area is laid out for 8), 4096 (the
+    # rings no longer fit their places). An embedder counts the avail entries in between.
+    out = tx_frames(2) + avail(1, 2) + PEEK + TX
+    out += restart(RS_TX | RS_BASE, 0, (TX_DESC, TX_AVAIL, TX_AVAIL)) + avail(1, 2) + PEEK + TX
+    out += restart(RS_TX, 0, (TX_DESC, TX_AVAIL, ROM)) + TX
+    out += restart(RS_RX | RS_TX, 0, (TX_DESC + 8, TX_AVAIL + 1, TX_USED + 2)) + TX + RX
+    out += restart(RS_TX, 0, (TX_DESC, TX_AVAIL, TX_USED), 3) + TX
+    out += restart(RS_RX | RS_TX, 0, (RX_DESC, RX_AVAIL, RX_USED), 16) + avail(0, 9) + PEEK + RX
+    out += restart(RS_TX, 0, None, 4096) + TX
+    return vring_hdr(VERSION_1, flags=CF_LOG | CF_LOG_USED | CF_INFL_RX | CF_INFL_TX) + out
 
 
 def hdr_input(flags, gso, hdr_len, gso_size, cs, co, features, frame_len):
@@ -40,10 +277,21 @@ def hdr_input(flags, gso, hdr_len, gso_size, cs, co, features, frame_len):
 
 seeds = {
     "vring": {
-        "mrg_evidx": vring_input(VERSION_1 | MRG | EVENT_IDX),
-        "mrg_small_bufs": vring_input(VERSION_1 | MRG, rx_len=256, frames=(9000, 60)),
-        "indirect": vring_input(VERSION_1 | INDIRECT, indirect=True, rx_len=1536),
-        "legacy": vring_input(0, num=4, rx_len=1600),
+        "burst_indirect_fill": burst_indirect_fill(),
+        "mrg_held": mrg_held(),
+        "inflight": inflight(),
+        "log": log_on(),
+        "evidx_inorder": evidx_inorder(),
+        "burst_per_frame": burst_per_frame(),
+        "single_tx_errors": single_tx_errors(),
+        "rx_big_bufs": rx_big_bufs(),
+        "legacy": legacy(),
+        "indirect": indirect_tx(),
+        "rx_frame": rx_frame_vmm(),
+        "rx_pool_compact": rx_pool(512, 3),
+        "rx_pool_enobufs": rx_pool(400, 3),
+        "infl_batch_async": infl_batch_async(),
+        "ring_layout": ring_layout(),
     },
     "vnet_hdr": {
         "plain": hdr_input(0, 0, 0, 0, 0, 0, CSUM, 60),
@@ -59,16 +307,21 @@ for fuzzer, files in seeds.items():
             f.write(data)
 
 
-# vhost-user sessions: records of (nfds, length, bytes), as fuzz_vu.c reads them.
+# vhost-user sessions: records of (fd count + 11 * fd kind, length, bytes), as fuzz_vu.c reads
+# them. Kinds: 0 a memfd then eventfds, 1 eventfds, 2 blocking eventfds, 3 blocking eventfds
+# preloaded full, 4 epoll fds.
+FD_MEM, FD_EVENT, FD_BLOCKING, FD_FULL, FD_EPOLL = range(5)
+
+
 def vu_msg(req, payload=b"", flags=1):
     return struct.pack("<III", req, flags, len(payload)) + payload
 
 
-def rec(msg, nfds=0):
-    return bytes([nfds]) + struct.pack("<H", len(msg)) + msg
+def rec(msg, nfds=0, kind=FD_MEM):
+    return bytes([nfds + 11 * kind]) + struct.pack("<H", len(msg)) + msg
 
 
-def vu_session(mrg=True, ack=True):
+def vu_session(mrg=True, ack=True, kick=FD_EVENT, call=FD_EVENT):
     feats = VERSION_1 | (MRG if mrg else 0) | F(30)
     uva, gpa = 0x7F0000000000, 0x100000
     out = rec(vu_msg(1)) + rec(vu_msg(15))
@@ -80,8 +333,8 @@ def vu_session(mrg=True, ack=True):
         out += rec(vu_msg(8, struct.pack("<II", ring, 256)))
         out += rec(vu_msg(10, struct.pack("<II", ring, 0)))
         out += rec(vu_msg(9, struct.pack("<IIQQQQ", ring, 0, base, base + 0x2000, base + 0x1000, 0)))
-        out += rec(vu_msg(12, struct.pack("<Q", ring)), 1)
-        out += rec(vu_msg(13, struct.pack("<Q", ring)), 1)
+        out += rec(vu_msg(12, struct.pack("<Q", ring)), 1, kick)
+        out += rec(vu_msg(13, struct.pack("<Q", ring)), 1, call)
         out += rec(vu_msg(18, struct.pack("<II", ring, 1)))
     out += rec(vu_msg(11, struct.pack("<II", 0, 0)))
     return out
@@ -90,6 +343,9 @@ def vu_session(mrg=True, ack=True):
 d = os.path.join(HERE, "corpus", "vu")
 os.makedirs(d, exist_ok=True)
 for name, data in {"session": vu_session(), "session_noack": vu_session(False, False),
+                   "session_blocking_kick": vu_session(kick=FD_BLOCKING),
+                   "session_full_call": vu_session(call=FD_FULL),
+                   "session_epoll_kick": vu_session(ack=False, kick=FD_EPOLL),
                    "get_features": rec(vu_msg(1)),
                    "bad_version": rec(vu_msg(1, flags=2))}.items():
     with open(os.path.join(d, name), "wb") as f:

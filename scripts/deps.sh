@@ -3,8 +3,8 @@
 #   scripts/deps.sh          build + unit/integration tests
 #   scripts/deps.sh --guest  also what booting a test guest needs (QEMU, busybox, iperf3)
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build pkg-config liburing-dev clang libclang-rt-14-dev iproute2
-      iputils-ping procps kmod valgrind clang-format clang-tidy cppcheck)
+pkgs=(build-essential cmake ninja-build pkg-config liburing-dev clang libclang-rt-14-dev llvm-14
+      iproute2 iputils-ping procps kmod valgrind clang-format clang-tidy cppcheck)
 [ "${1:-}" = --guest ] && pkgs+=(qemu-system-x86 busybox-static iperf3 cpio xz-utils zstd python3 kmod netcat-openbsd ethtool dpdk dpdk-dev)
 missing=()
 for p in "${pkgs[@]}"; do
