@@ -21,8 +21,9 @@
 /* Watchdog period: a stuck call is interrupted after PFD_TICK_MS to 2 * PFD_TICK_MS. */
 #define PFD_TICK_MS 20
 
-/* Register the calling thread (idempotent; name for the log). 0, or -errno if the watchdog
- * cannot start (then peer I/O on this thread is not guarded and may block). */
+/* Register the calling thread (name for the log): 1 if registered now, 0 if it was already, or
+ * -errno if the watchdog cannot start (then peer I/O on this thread is not guarded and may
+ * block). Whoever got 1 calls pfd_thread_leave before the thread ends. */
 int pfd_thread_enter(const char *name);
 /* Unregister the calling thread (before it exits). */
 void pfd_thread_leave(void);

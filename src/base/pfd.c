@@ -119,7 +119,7 @@ int pfd_thread_enter(const char *name)
 	sigaddset(&set, pfd_signal());
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	self = t;
-	return 0;
+	return 1;
 }
 
 void pfd_thread_leave(void)

@@ -225,13 +225,16 @@ int evl_poll(struct evl *l, int timeout_ms)
 int evl_run(struct evl *l)
 {
 	int err = 0;
+	bool registered;
 
 	/* The control loop may signal a frontend's call fds while it tears a pair down (after its
 	 * worker stopped): guarded like a worker's (pfd.h). */
-	pfd_thread_enter("vt-control");
+	registered = pfd_thread_enter("vt-control") == 1;
 	l->stop = false;
 	while (!l->stop && !err)
 		err = evl_poll(l, -1);
+	if (registered)
+		pfd_thread_leave();
 	return err;
 }
 

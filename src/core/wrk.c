@@ -473,13 +473,13 @@ static void *wrk_main(void *arg)
 {
 	struct wrk *w = arg;
 	struct epoll_event evs[64];
-	bool more = false, moved;
+	bool more = false, moved, registered;
 	unsigned spin = 0;
 
 	/* This thread signals and drains the frontends' eventfds: never for longer than the
 	 * watchdog allows (pfd.h). Without it (no thread left for the watchdog) peer I/O here is
 	 * unguarded, which the log says. */
-	pfd_thread_enter(w->name);
+	registered = pfd_thread_enter(w->name) == 1;
 	while (!w->stop) {
 		int n = 0;
 
@@ -529,7 +529,8 @@ static void *wrk_main(void *arg)
 				more = set_polling(w, false);
 		}
 	}
-	pfd_thread_leave();
+	if (registered)
+		pfd_thread_leave();
 	return NULL;
 }
 
