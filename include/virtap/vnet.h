@@ -70,8 +70,8 @@ struct vnet_rxbuf {
  * can drop the frontend.
  */
 struct vnet_owner {
-	bool halted; /* read by the handlers; set once by vnet_qp_peer_stuck */
 	void (*stuck)(struct vnet_owner *o);
+	bool halted; /* read by the handlers; set once by vnet_qp_peer_stuck */
 };
 
 struct vnet_qp {

@@ -87,9 +87,9 @@ struct vu_port {
 	 * worker then wakes us through guard_fd and we drop the frontend. */
 	struct vnet_owner net_owner;
 	long long holdoff_until_ms; /* refuse connections until then (STUCK_HOLDOFF_MS) */
-	bool listen_paused;
 	unsigned long long refused; /* connections refused while a frontend was being served */
 	bool connect_failed_logged;
+	bool listen_paused; /* out of fds: the listening socket is not watched for a while */
 	unsigned nrings;
 	struct tap taps[VNET_MAX_QUEUE_PAIRS];
 	struct membe mems[VNET_MAX_QUEUE_PAIRS];
