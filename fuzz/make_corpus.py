@@ -309,8 +309,9 @@ for fuzzer, files in seeds.items():
 
 # vhost-user sessions: records of (fd count + 11 * fd kind, length, bytes), as fuzz_vu.c reads
 # them. Kinds: 0 a memfd then eventfds, 1 eventfds, 2 blocking eventfds, 3 blocking eventfds
-# preloaded full, 4 epoll fds.
-FD_MEM, FD_EVENT, FD_BLOCKING, FD_FULL, FD_EPOLL = range(5)
+# preloaded full, 4 epoll fds, 5 as 0 but the memfd cannot be sealed and is truncated to nothing
+# once the port has handled the record. A memfd holds the record's bytes at its start.
+FD_MEM, FD_EVENT, FD_BLOCKING, FD_FULL, FD_EPOLL, FD_SHRINK = range(6)
 
 
 def vu_msg(req, payload=b"", flags=1):
@@ -340,6 +341,298 @@ def vu_session(mrg=True, ack=True, kick=FD_EVENT, call=FD_EVENT):
     return out
 
 
+# The sessions below speak in names: requests and flags (vu_proto.h), protocol features, and one
+# layout: a 1 MiB memfd as guest memory at GPA, mapped by the frontend at UVA.
+(GET_FEATURES, SET_FEATURES, SET_OWNER, RESET_OWNER, SET_MEM_TABLE, SET_LOG_BASE, SET_LOG_FD,
+ SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE, GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL,
+ SET_VRING_ERR, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, SET_VRING_ENABLE,
+ SEND_RARP, NET_SET_MTU) = range(1, 21)
+SET_VRING_ENDIAN, GET_CONFIG, SET_CONFIG, GET_INFLIGHT_FD, SET_INFLIGHT_FD = 23, 24, 25, 31, 32
+GET_MAX_MEM_SLOTS, ADD_MEM_REG, REM_MEM_REG = 36, 37, 38
+NEED_REPLY, NOFD, VRING_F_LOG = 8, 1 << 8, 1
+PF_MQ, PF_LOG_SHMFD, PF_RARP, PF_REPLY_ACK, PF_MTU = range(5)
+PF_INFLIGHT, PF_MEM_SLOTS = 12, 15
+PF_ALL = sum(F(b) for b in (PF_MQ, PF_LOG_SHMFD, PF_RARP, PF_REPLY_ACK, PF_MTU, PF_INFLIGHT,
+                            PF_MEM_SLOTS))
+LOG_ALL, PROTOCOL_F, NET_MTU, NET_MQ = F(26), F(30), F(3), F(22)
+FEATS = VERSION_1 | MRG | PROTOCOL_F | NET_MTU | NET_MQ  # fuzz_vu.c's port has an MTU, 2 pairs
+UVA, GPA, MEMFD = 0x7F0000000000, 0x100000, 1 << 20
+MAC = bytes.fromhex("525400123456") + bytes(2)
+u64 = lambda v: struct.pack("<Q", v)
+vstate = lambda i, n: struct.pack("<II", i, n)
+
+
+def req(code, payload=b"", ack=False, nfds=0, kind=FD_MEM, memory=None):
+    """One record: a request (NEED_REPLY if ack), with nfds fds of kind. memory, {offset: bytes},
+    puts those bytes at those offsets of the record, each in a SET_CONFIG request after it (not
+    supported: the port skips it): fuzz_vu.c copies the record to the start of its memfd, so the
+    guest memory, inflight area or log the port maps from that fd holds them."""
+    out = vu_msg(code, payload, 1 | (NEED_REPLY if ack else 0))
+    for off, data in sorted((memory or {}).items()):
+        pad = off - len(out) - 12
+        assert pad >= 0 and 12 <= pad + len(data) <= 268
+        out += vu_msg(SET_CONFIG, bytes(pad) + data)
+    return rec(out, nfds, kind)
+
+
+def region(gpa=GPA, size=MEMFD, uva=UVA, off=0):
+    return struct.pack("<QQQQ", gpa, size, uva, off)
+
+
+def mem_reg(code, ack=True, nfds=1, memory=None, **kw):  # ADD_MEM_REG / REM_MEM_REG
+    return req(code, bytes(8) + region(**kw), ack, nfds, memory=memory)
+
+
+def mem_table(memory=None, ack=True, kind=FD_MEM):
+    return req(SET_MEM_TABLE, struct.pack("<II", 1, 0) + region(), ack, 1, kind, memory)
+
+
+def inflight_msg(size, off, nq, qsize):  # QEMU's 24 bytes, tail padding included
+    return struct.pack("<QQHHI", size, off, nq, qsize, 0)
+
+
+# Rings in zeroed memory: ring i at 64 KiB * (i + 1) (desc, avail at +4 KiB, used at +8 KiB), up
+# to 256 entries. The live TX ring: 8 entries in the memory record itself (right after a 52-byte
+# ADD_MEM_REG or SET_MEM_TABLE and a carrier's header), one-descriptor chains of which the given
+# heads are available, their frames zeros further on (a zero header: a plain frame, which the
+# sink takes).
+ZERO = lambda i: (0x10000 * (i + 1), 0x10000 * (i + 1) + 0x1000, 0x10000 * (i + 1) + 0x2000)
+LIVE = (64, 192, 216)
+
+
+def live_tx(heads=(0, 1, 2, 3)):
+    d = b"".join(desc(GPA + 0x8000 + 0x100 * i, 72) for i in range(8))
+    return {LIVE[0]: d + struct.pack("<HH", 0, len(heads)) + struct.pack(f"<{len(heads)}H", *heads)}
+
+
+def vaddr(i, layout, flags=0, log=0):
+    d, a, u = layout
+    return struct.pack("<IIQQQQ", i, flags, UVA + d, UVA + u, UVA + a, log)
+
+
+def ring_start(i, num=256, base=0, layout=None, kick=FD_EVENT, call=FD_EVENT, flags=0, log=0):
+    """QEMU's ring start: size, base, addresses, kick, call (kick None: no fd, a polling one)."""
+    out = req(SET_VRING_NUM, vstate(i, num), True) + req(SET_VRING_BASE, vstate(i, base), True)
+    out += req(SET_VRING_ADDR, vaddr(i, layout or ZERO(i), flags, log), True)
+    if kick is None:
+        out += req(SET_VRING_KICK, u64(i | NOFD), True)
+    else:
+        out += req(SET_VRING_KICK, u64(i), True, 1, kick)
+    return out + req(SET_VRING_CALL, u64(i), True, 1, call)
+
+
+def enable(rings, on=1):
+    return b"".join(req(SET_VRING_ENABLE, vstate(i, on), True) for i in rings)
+
+
+def stop(rings):  # GET_VRING_BASE: the ring stops, its kick fd is dropped
+    return b"".join(req(GET_VRING_BASE, vstate(i, 0)) for i in rings)
+
+
+def restart(i, base):  # a reconnected frontend starts a stopped ring again where it left it
+    out = req(SET_VRING_BASE, vstate(i, base), True)
+    return out + req(SET_VRING_KICK, u64(i), True, 1, FD_EVENT)
+
+
+def negotiate(pf=PF_ALL, calls=4):
+    """QEMU's opening: features, protocol features, queue count, memory slots, owner; the call
+    fds come early (vhost_virtqueue_init)."""
+    out = req(GET_FEATURES) + req(GET_PROTOCOL_FEATURES) + req(SET_PROTOCOL_FEATURES, u64(pf))
+    out += req(GET_QUEUE_NUM) + req(GET_MAX_MEM_SLOTS) + req(SET_OWNER) + req(GET_FEATURES)
+    return out + b"".join(req(SET_VRING_CALL, u64(i), nfds=1, kind=FD_EVENT) for i in range(calls))
+
+
+def vu_mq_inflight():
+    # Everything QEMU can negotiate with us, both queue pairs. The inflight area we make
+    # (GET_INFLIGHT_FD, 4 queues of 256; the reply carries its fd), then the frontend's own
+    # (SET_INFLIGHT_FD, in the memfd at 4 KiB) replaces it; memory by ADD_MEM_REG, sent once
+    # per queue pair as QEMU does (a repeat). Ring 3 has 128 entries: not tracked. Then pair 1
+    # restarts as after a reconnect, at a base the area does not confirm.
+    need = 4 * 4160
+    out = negotiate() + req(GET_INFLIGHT_FD, inflight_msg(0, 0, 4, 256))
+    out += req(SET_INFLIGHT_FD, inflight_msg(need, 0x1000, 4, 256), True, 1)
+    out += req(SET_FEATURES, u64(FEATS), True) + mem_reg(ADD_MEM_REG) * 2
+    for i in range(4):
+        out += ring_start(i, num=128 if i == 3 else 256)
+    out += enable(range(4)) + req(NET_SET_MTU, u64(1500), True) + req(SEND_RARP, MAC, True)
+    out += stop([2, 3]) + restart(2, 5) + restart(3, 0) + stop(range(4))
+    return out
+
+
+def vu_inflight_resubmit():
+    # A device restarted under a frontend whose inflight area (in the memfd, at offset 48, laid
+    # out for pair 0's rings of 8) says TX heads 1 and 0 were taken and never used; the TX ring
+    # (live, in guest memory) offers heads 1, 0, 2, 3: the port takes 1 and 0 again, then 2
+    # and 3, and the sink sends them. Then TX stops and restarts where it left off.
+    hist = struct.pack("<QHHHH", 0, 1, 8, 0, 0)  # features, version 1, desc_num 8, batch, used
+    d0, d1 = struct.pack("<B5xHQ", 1, 0, 7), struct.pack("<B5xHQ", 1, 0, 3)
+    area = {48: bytes(192) + hist + d0 + d1}  # ring 0's region (zeros: version 0), ring 1's
+    out = negotiate(calls=2)
+    out += req(SET_INFLIGHT_FD, inflight_msg(2 * 192, 48, 2, 8), True, 1, memory=area)
+    out += req(SET_FEATURES, u64(FEATS), True) + mem_reg(ADD_MEM_REG, memory=live_tx((1, 0, 2, 3)))
+    out += ring_start(0, 8) + ring_start(1, 8, layout=LIVE) + enable([0, 1])
+    out += stop([1]) + restart(1, 4) + stop([0, 1])
+    return out
+
+
+def vu_log():
+    # Live migration: LOG_ALL acked, a dirty log of 4 KiB in the memfd (LOG_SHMFD: the port
+    # answers with an empty reply), the TX ring logging its used ring writes (VRING_F_LOG at the
+    # used ring's address) while the sink takes its chains; the log grows (a new one replaces
+    # it), a log the file cannot hold is refused, SET_LOG_FD is taken and ignored, and the
+    # migration is cancelled (LOG_ALL off).
+    used = GPA + LIVE[2]
+    out = negotiate(calls=2) + req(SET_FEATURES, u64(FEATS | LOG_ALL), True)
+    out += mem_table(live_tx())
+    out += req(SET_LOG_BASE, struct.pack("<QQ", 0x1000, 0), True, 1)
+    out += ring_start(0, 8) + ring_start(1, 8, layout=LIVE, flags=VRING_F_LOG, log=used)
+    out += enable([0, 1]) + req(SET_LOG_BASE, struct.pack("<QQ", 0x2000, 0x3000), True, 1)
+    out += req(SET_LOG_BASE, struct.pack("<QQ", MEMFD, 0x1000), True, 1)
+    out += req(SET_LOG_FD, b"", True, 1, FD_EVENT) + req(SET_FEATURES, u64(FEATS), True)
+    out += stop([0, 1])
+    return out
+
+
+def vu_mem_slots():
+    # Memory by ADD_MEM_REG / REM_MEM_REG (CONFIGURE_MEM_SLOTS): region A twice (a repeat),
+    # region B from the memfd's second 64 KiB, one overlapping A (refused); rings run in A.
+    # Removals: one never added (no fd: nothing to do), B, B again (a repeat), then A under the
+    # running rings (they stop: outside the memory table) and A back (they run again). Last,
+    # SET_MEM_TABLE replaces the whole map.
+    b = dict(gpa=0x400000, size=0x10000, uva=UVA + 0x10000000, off=0x10000)
+    out = negotiate(calls=2) + req(SET_FEATURES, u64(FEATS), True)
+    out += mem_reg(ADD_MEM_REG) * 2 + mem_reg(ADD_MEM_REG, **b)
+    out += mem_reg(ADD_MEM_REG, gpa=GPA + 0x1000, size=0x1000, uva=UVA + 0x20000000)
+    out += ring_start(0) + ring_start(1) + enable([0, 1])
+    out += mem_reg(REM_MEM_REG, nfds=0, gpa=0x900000, size=0x1000, uva=0)
+    out += mem_reg(REM_MEM_REG, **b) + mem_reg(REM_MEM_REG, **b)
+    out += mem_reg(REM_MEM_REG) + mem_reg(ADD_MEM_REG) + mem_table() + stop([0, 1])
+    return out
+
+
+def vu_config():
+    # GET_CONFIG (answered though CONFIG is not offered): all of the virtio-net config space we
+    # know, the MAC, status, max_virtqueue_pairs, the MTU, nothing at its end; then reads past
+    # it, a size that disagrees with the message, and SET_CONFIG (not supported), acked.
+    cfg = lambda off, size, fill=None: struct.pack("<III", off, size, 0) + bytes(fill or size)
+    out = req(GET_PROTOCOL_FEATURES) + req(SET_PROTOCOL_FEATURES, u64(F(PF_REPLY_ACK)))
+    for off, size in ((0, 12), (0, 6), (6, 2), (8, 2), (10, 2), (12, 0)):
+        out += req(GET_CONFIG, cfg(off, size), True)
+    out += req(GET_CONFIG, cfg(4, 12), True) + req(GET_CONFIG, cfg(0, 6, 8), True)
+    out += req(GET_CONFIG, cfg(0, 256), True) + req(SET_CONFIG, cfg(0, 6), True)
+    return out
+
+
+def vu_reset_owner():
+    # Both pairs running (SET_MEM_TABLE), pair 1 disabled and enabled again (ethtool -L),
+    # error fds for two rings (an eventfd, then "no fd"), a RARP; then RESET_OWNER mid-session
+    # and a new owner sets pair 0 up again from scratch.
+    out = negotiate() + req(SET_FEATURES, u64(FEATS), True) + mem_table()
+    for i in range(4):
+        out += ring_start(i)
+    out += enable(range(4)) + enable([2, 3], 0) + enable([2, 3])
+    out += req(SET_VRING_ERR, u64(0), True, 1, FD_EVENT) + req(SET_VRING_ERR, u64(1 | NOFD), True)
+    out += req(SEND_RARP, MAC) + req(RESET_OWNER)
+    out += req(SET_OWNER) + req(SET_FEATURES, u64(FEATS), True) + mem_table()
+    out += ring_start(0) + ring_start(1) + enable([0, 1]) + stop([0, 1])
+    return out
+
+
+def vu_no_protocol_features():
+    # A frontend that acks no PROTOCOL_FEATURES: no REPLY_ACK (NEED_REPLY is ignored), no
+    # SET_VRING_ENABLE: each ring is enabled as soon as it has a kick fd; both pairs.
+    out = req(GET_FEATURES) + req(SET_OWNER) + req(SET_FEATURES, u64(VERSION_1 | MRG | NET_MQ))
+    out += mem_table()
+    for i in range(4):
+        out += ring_start(i)
+    return out + stop(range(4))
+
+
+def vu_ring_restart():
+    # Ring lifecycle: size and base changed while started (refused, acked), ring 0 moved to a
+    # misaligned descriptor table (accepted, not started), then back; both stopped
+    # (GET_VRING_BASE) and started again as after a reconnect, ring 1 without a kick fd (a
+    # polling frontend); out-of-range index, unknown address flags, a size that is no power of
+    # two and a base that is no 16-bit index, all refused.
+    out = negotiate(calls=2) + req(SET_FEATURES, u64(FEATS), True) + mem_table()
+    out += ring_start(0) + ring_start(1) + enable([0, 1])
+    out += req(SET_VRING_NUM, vstate(1, 128), True) + req(SET_VRING_BASE, vstate(1, 3), True)
+    d, a, u = ZERO(0)
+    out += req(SET_VRING_ADDR, vaddr(0, (d + 8, a, u)), True)
+    out += req(SET_VRING_ADDR, vaddr(0, ZERO(0)), True)
+    out += stop([0, 1]) + restart(0, 0) + req(SET_VRING_BASE, vstate(1, 0), True)
+    out += req(SET_VRING_KICK, u64(1 | NOFD), True)
+    out += req(SET_VRING_NUM, vstate(7, 256), True)
+    out += req(SET_VRING_ADDR, vaddr(0, ZERO(0), 6), True)
+    out += req(SET_VRING_NUM, vstate(2, 100), True) + req(SET_VRING_BASE, vstate(2, 0x10000), True)
+    return out + stop([0, 1])
+
+
+def vu_feature_errors():
+    # Requests whose protocol feature was not negotiated (REPLY_ACK only), each refused with a
+    # failed ack; then, with all of them, values out of range: inflight layouts, an inflight
+    # area larger than its file or misaligned, an MTU too small, a log of no size, features
+    # never offered; SET_VRING_ENDIAN (not supported) and a request number we do not know.
+    inf = inflight_msg(4 * 4160, 0, 4, 256)
+    out = negotiate(F(PF_REPLY_ACK), 0)
+    out += req(SET_LOG_BASE, struct.pack("<QQ", 0x1000, 0), True, 1)
+    out += req(GET_INFLIGHT_FD, inf, True) + req(SET_INFLIGHT_FD, inf, True, 1)
+    out += mem_reg(ADD_MEM_REG) + mem_reg(REM_MEM_REG) + req(NET_SET_MTU, u64(1500), True)
+    out += req(SET_PROTOCOL_FEATURES, u64(PF_ALL), True)
+    for nq, qs in ((4, 3), (0, 256), (9, 256), (4, 0)):
+        out += req(GET_INFLIGHT_FD, inflight_msg(0, 0, nq, qs), True)
+    out += req(SET_INFLIGHT_FD, inflight_msg(4 * 4160, MEMFD - 4096, 4, 256), True, 1)
+    out += req(SET_INFLIGHT_FD, inflight_msg(4 * 4160, 4, 4, 256), True, 1)
+    out += req(SET_INFLIGHT_FD, inflight_msg(100, 0, 4, 256), True, 1)
+    out += req(NET_SET_MTU, u64(20), True) + req(SET_LOG_BASE, struct.pack("<QQ", 0, 0), True, 1)
+    out += req(SET_FEATURES, u64(FEATS | F(55)), True) + req(SET_PROTOCOL_FEATURES, u64(F(9)), True)
+    out += req(SET_VRING_ENDIAN, vstate(0, 0), True) + req(99, b"", True)
+    return out
+
+
+def vu_refusals():
+    # Malformed requests a frontend can send on a live session, each refused with a failed ack
+    # (REPLY_ACK): a memory table whose fds disagree with it, a region past the end of its
+    # file, ring addresses outside the memory, ring indices out of range, vring fd payloads
+    # with unknown bits or "no fd" beside an fd, an enable that is neither 0 nor 1. Last, a
+    # request we do not know without NEED_REPLY: the port drops the connection.
+    bad = 0x7
+    out = negotiate(F(PF_REPLY_ACK), 0) + req(SET_FEATURES, u64(FEATS), True)
+    out += req(SET_MEM_TABLE, struct.pack("<II", 2, 0) + region() * 2, True, 1)
+    out += req(SET_MEM_TABLE, struct.pack("<II", 1, 0) + region(off=MEMFD), True, 1)
+    out += mem_table() + req(SET_VRING_NUM, vstate(0, 256), True)
+    out += req(SET_VRING_ADDR, vaddr(0, (MEMFD, 0x1000, 0x2000)), True)
+    out += req(SET_VRING_NUM, vstate(bad, 256), True) + req(SET_VRING_BASE, vstate(bad, 0), True)
+    out += req(SET_VRING_ADDR, vaddr(bad, ZERO(0)), True)
+    out += req(GET_VRING_BASE, vstate(bad, 0), True)
+    out += req(SET_VRING_ENABLE, vstate(bad, 1), True) + req(SET_VRING_ENABLE, vstate(0, 2), True)
+    for code in (SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR):
+        out += req(code, u64(bad), True, 1, FD_EVENT) + req(code, u64(0x200), True, 1, FD_EVENT)
+        out += req(code, u64(NOFD), True, 1, FD_EVENT)
+    return out + req(99)
+
+
+def vu_live_full_call():
+    # The TX ring has chains at once, and its call fd is a blocking eventfd that is full: the
+    # worker blocks signalling it until the watchdog cuts it short and the port drops us.
+    out = negotiate(calls=0) + req(SET_FEATURES, u64(FEATS), True) + mem_table(live_tx())
+    return out + ring_start(1, 8, layout=LIVE, call=FD_FULL) + enable([1])
+
+
+def vu_shrink(what):
+    # The frontend truncates a file the port has mapped (SIGBUS on the next touch, which the
+    # guard patches; the port then drops the connection): guest memory, touched when a ring
+    # starts (the used index is read); the dirty log, touched by the worker when it logs the
+    # TX ring's used writes; the inflight area, touched when a ring starts being tracked.
+    kind = lambda w: FD_SHRINK if w == what else FD_MEM
+    out = negotiate(calls=0) + req(SET_FEATURES, u64(FEATS | LOG_ALL), True)
+    out += req(SET_INFLIGHT_FD, inflight_msg(2 * 192, 0x1000, 2, 8), True, 1, kind("inflight"))
+    out += mem_table(live_tx(), kind=kind("memory"))
+    out += req(SET_LOG_BASE, struct.pack("<QQ", 0x1000, 0x1000), True, 1, kind("log"))
+    out += ring_start(1, 8, layout=LIVE, flags=VRING_F_LOG, log=GPA + LIVE[2]) + enable([1])
+    return out + stop([1])
+
+
 d = os.path.join(HERE, "corpus", "vu")
 os.makedirs(d, exist_ok=True)
 for name, data in {"session": vu_session(), "session_noack": vu_session(False, False),
@@ -347,6 +640,25 @@ for name, data in {"session": vu_session(), "session_noack": vu_session(False, F
                    "session_full_call": vu_session(call=FD_FULL),
                    "session_epoll_kick": vu_session(ack=False, kick=FD_EPOLL),
                    "get_features": rec(vu_msg(1)),
-                   "bad_version": rec(vu_msg(1, flags=2))}.items():
+                   "bad_version": rec(vu_msg(1, flags=2)),
+                   "mq_inflight": vu_mq_inflight(),
+                   "inflight_resubmit": vu_inflight_resubmit(),
+                   "log": vu_log(),
+                   "mem_slots": vu_mem_slots(),
+                   "config": vu_config(),
+                   "reset_owner": vu_reset_owner(),
+                   "no_protocol_features": vu_no_protocol_features(),
+                   "ring_restart": vu_ring_restart(),
+                   "feature_errors": vu_feature_errors(),
+                   "refusals": vu_refusals(),
+                   "live_full_call": vu_live_full_call(),
+                   "shrink_memory": vu_shrink("memory"),
+                   "shrink_log": vu_shrink("log"),
+                   "shrink_inflight": vu_shrink("inflight"),
+                   # the port answers after the frontend has gone: the reply fails (EPIPE)
+                   "reply_flood": rec(vu_msg(GET_FEATURES) * 100),
+                   # more fds than a message may carry (8): refused, every one closed
+                   "fd_overflow": req(SET_MEM_TABLE, struct.pack("<II", 1, 0) + region(),
+                                      nfds=10)}.items():
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)
