@@ -346,28 +346,6 @@ static long long wait_stuck(long nr, int hold, int ms, const int *poke, int sock
 	return -1;
 }
 
-/* Lines of the log from line `from` on (before line `to`, if >= 0) that contain needle. */
-static long log_count_from(long from, long to, const char *needle, bool show)
-{
-	char line[1024];
-	long n = 0, i = 0;
-	FILE *f = fopen(set.log, "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (to >= 0 && i >= to)
-			break;
-		if (i++ < from || !strstr(line, needle))
-			continue;
-		n++;
-		if (show)
-			printf("  daemon: %s", line);
-	}
-	fclose(f);
-	return n;
-}
-
 /* ---- H: a frontend with hostile fds ----------------------------------------------------- */
 
 static struct vufe hfe;
@@ -869,7 +847,8 @@ static void run(const struct run *r)
 		goto out_term;
 	/* Rate-limited: a few lines about H's fds, not one per failed call or per ring. */
 	printf("  log: lines about H from its attack to its hang-up:\n");
-	hlines = log_count_from(log0, vtproc_log_count(set.log, NULL, false), ports[H].name, true);
+	hlines = vtproc_log_count_range(set.log, ports[H].name, log0,
+					vtproc_log_count(set.log, NULL, false), true);
 	CHECK(hlines >= 0 && hlines <= LOG_LINES);
 	/* H recovers: a well-behaved frontend is served (the daemon may refuse connections
 	 * for a moment after dropping H; ep_up retries for 5 s). */
@@ -898,7 +877,7 @@ out_daemon:
 	if (th_failures != fails0) {
 		fprintf(stderr, "  FAILED; daemon log of this run:\n");
 		fflush(stdout);
-		log_count_from(log_run, -1, "", true);
+		vtproc_log_count_range(set.log, NULL, log_run, -1, true);
 	}
 	fflush(stdout);
 }

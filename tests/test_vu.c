@@ -730,15 +730,6 @@ static void test_log_limits(void)
 
 /* ---- f. out of fds -------------------------------------------------------------------------- */
 
-static long long cpu_ms(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000ll +
-	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
-}
-
 /*
  * A connection arrives while the process has no fd left: accept() fails with EMFILE and the
  * connection stays in the backlog, so the listening socket stays readable. The level-triggered
@@ -765,9 +756,9 @@ static void test_emfile(void)
 	REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
 	REQUIRE(connect(c, (struct sockaddr *)&a, sizeof(a)) == 0);
 	usleep(50000);
-	c0 = cpu_ms();
+	c0 = th_cpu_ms();
 	usleep(400000);
-	used = cpu_ms() - c0;
+	used = th_cpu_ms() - c0;
 	REQUIRE(setrlimit(RLIMIT_NOFILE, &was) == 0);
 	printf("no fd left for a connection: %lld ms of CPU in 400 ms\n", used);
 	CHECK(used < 100);

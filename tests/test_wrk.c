@@ -11,7 +11,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -272,16 +271,6 @@ static void test_per_pair_workers(void)
 	rig_destroy(&b);
 }
 
-/* CPU time this process has used, in ms. */
-static long long cpu_ms(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000ll +
-	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
-}
-
 /*
  * An embedder hands the worker a kick fd that is no eventfd: a pipe whose writer has closed is
  * readable for ever and reads return 0. The worker used to read it, see nothing drained, and be
@@ -307,9 +296,9 @@ static void test_undrainable_kick(void)
 	REQUIRE(wrk_add(w, &a.qp) == 0 && wrk_add(w, &b.qp) == 0);
 	REQUIRE(wrk_start(w) == 0);
 	usleep(100000);
-	c0 = cpu_ms();
+	c0 = th_cpu_ms();
 	usleep(400000);
-	used = cpu_ms() - c0;
+	used = th_cpu_ms() - c0;
 	printf("undrainable kick fd: %lld ms of CPU in 400 ms\n", used);
 	CHECK(used < 100);
 	/* the worker still takes commands; the call also orders its writes before our reads */

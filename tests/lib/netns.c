@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,6 +81,15 @@ void th_log_capture(void)
 	th_log_errors = 0;
 	th_log_last[0] = 0;
 	vt_log_set_sink(capture_sink, NULL);
+}
+
+long long th_cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000ll +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
 }
 
 long long th_now_ms(void)

@@ -46,5 +46,7 @@ extern int th_log_errors;
 extern char th_log_last[512];
 /* Monotonic milliseconds. */
 long long th_now_ms(void);
+/* CPU time this process has used (every thread, user and system), in ms. */
+long long th_cpu_ms(void);
 
 #endif

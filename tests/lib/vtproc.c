@@ -180,16 +180,18 @@ int vtproc_threads_named(pid_t pid, const char *comm)
 	return n;
 }
 
-long vtproc_log_count(const char *log, const char *needle, bool show)
+long vtproc_log_count_range(const char *log, const char *needle, long from, long to, bool show)
 {
 	char line[1024];
-	long n = 0;
+	long n = 0, i = 0;
 	FILE *f = fopen(log, "re");
 
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f)) {
-		if (needle && !strstr(line, needle))
+		if (to >= 0 && i >= to)
+			break;
+		if (i++ < from || (needle && !strstr(line, needle)))
 			continue;
 		n++;
 		if (show)
@@ -197,6 +199,11 @@ long vtproc_log_count(const char *log, const char *needle, bool show)
 	}
 	fclose(f);
 	return n;
+}
+
+long vtproc_log_count(const char *log, const char *needle, bool show)
+{
+	return vtproc_log_count_range(log, needle, 0, -1, show);
 }
 
 bool vtproc_log_wait(const char *log, const char *needle, int ms)

@@ -33,6 +33,8 @@ int vtproc_threads_named(pid_t pid, const char *comm);
 /* Lines of a log file that contain needle (every line with needle NULL), -1 if unreadable; with
  * show, the matching lines are printed to stdout. */
 long vtproc_log_count(const char *log, const char *needle, bool show);
+/* The same over lines [from, to) of the log only (to < 0: to the end). */
+long vtproc_log_count_range(const char *log, const char *needle, long from, long to, bool show);
 /* Wait up to ms until a line of the log contains needle. */
 bool vtproc_log_wait(const char *log, const char *needle, int ms);
 /* Print the last lines of a log file to stderr. */
