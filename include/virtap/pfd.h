@@ -34,7 +34,8 @@ void pfd_thread_leave(void);
 int pfd_write_u64(int fd, uint64_t v);
 int pfd_read_u64(int fd, uint64_t *v);
 
-/* True if fd is an eventfd (the only kind of kick or call fd we accept). */
+/* True if fd is an eventfd (the only kind of kick or call fd we accept), from /proc; without
+ * /proc mounted, true for any open fd. */
 bool pfd_is_eventfd(int fd);
 
 #endif
