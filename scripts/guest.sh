@@ -23,6 +23,9 @@ VERSION=.v3
 
 build() {
   "$top/scripts/deps.sh" --guest
+  # The migration tests run on QEMU 10 (scripts/qemu10.sh: a private copy, the system's QEMU
+  # stays); fetched here, with everything else a guest test needs.
+  "$top/scripts/qemu10.sh" >/dev/null
   [ -s "$D/vmlinux" ] && [ -s "$D/initramfs.cpio.gz" ] && [ -f "$D/$VERSION" ] && return 0
   local final=$D
   D=$final.tmp.$$

@@ -39,10 +39,13 @@ ip netns exec "$NS" timeout 90 iperf3 -s -1 -J > "$WORK/server.json" 2>&1 &
 SRV=$!; PIDS+=("$SRV")
 GUEST='sleep 1; iperf3 -c 10.77.0.1 -t 14 -b 40M > /tmp/iperf.out 2>&1; echo "VT_IPERF_RC=$?"
 tail -3 /tmp/iperf.out; ping -c 3 -W 2 10.77.0.1 && echo VT_PING_AFTER; sleep 30'
-vt_boot src "$WORK/a.sock" 10.77.0.2/24 "$GUEST" qemu="-qmp unix:$WORK/qmp-src.sock,server=on,wait=off"
+# QEMU 10 (scripts/qemu10.sh): Debian 12's QEMU 7.2 loses a migrated guest under TCG about one
+# time in six, through its own TAP path as through virtap (README, migration).
+vt_boot src "$WORK/a.sock" 10.77.0.2/24 "$GUEST" qemu10=1 \
+  qemu="-qmp unix:$WORK/qmp-src.sock,server=on,wait=off"
 SRC_PID=$QEMU_PID
 vt_check "source guest up" vt_wait_for "$WORK/src.log" VTGUEST_NET_UP 60
-vt_boot dst "$WORK/b.sock" 10.77.0.2/24 "$GUEST" \
+vt_boot dst "$WORK/b.sock" 10.77.0.2/24 "$GUEST" qemu10=1 \
   qemu="-incoming tcp:127.0.0.1:47777 -qmp unix:$WORK/qmp-dst.sock,server=on,wait=off"
 vt_check "destination QEMU waiting for the migration" vt_wait_for "$WORK/virtap.log" "b: frontend connected" 30
 sleep 4   # let the transfer run a while first

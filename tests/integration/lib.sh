@@ -90,19 +90,29 @@ vt_accel() {
 #   keys: mtu=N queues=N mac=MAC server=1 (QEMU listens; virtap in client mode) reboot=1
 #         smp=N (vCPUs, default 1) qemu="ARGS" (extra QEMU arguments, split on spaces)
 #         netdev=tap:IFNAME (QEMU's own TAP path, the seed's baseline, instead of vhost-user)
+#         qemu10=1 (the private QEMU 10 of scripts/qemu10.sh instead of Debian 12's QEMU 7.2)
 # Serial output in $WORK/NAME.log; sets QEMU_PID.
 vt_boot() {
   local name=$1 sock=$2 ip=$3 script=$4; shift 4
   local mtu="" queues=1 mac=52:54:00:12:34:56 server=0 reboot=0 netdev="" smp=1 kv accel
-  local -a qextra=()
+  local qemu10=0 qroot qbin=qemu-system-x86_64 share=/usr/share/qemu
+  local -a qextra=() qenv=()
   for kv in "$@"; do
     case "$kv" in
       mtu=*) mtu=${kv#mtu=} ;; queues=*) queues=${kv#queues=} ;; mac=*) mac=${kv#mac=} ;;
       server=*) server=${kv#server=} ;; reboot=*) reboot=${kv#reboot=} ;;
-      netdev=*) netdev=${kv#netdev=} ;; smp=*) smp=${kv#smp=} ;;
+      netdev=*) netdev=${kv#netdev=} ;; smp=*) smp=${kv#smp=} ;; qemu10=*) qemu10=${kv#qemu10=} ;;
       qemu=*) qextra+=(${kv#qemu=}) ;;
     esac
   done
+  if [ "$qemu10" = 1 ]; then
+    # Its own binary, modules and firmware; the system's QEMU stays what it is.
+    qroot=$("$TOP/scripts/qemu10.sh")
+    qbin=$qroot/usr/bin/qemu-system-x86_64
+    share=$qroot/usr/share/qemu
+    qenv=(env "QEMU_MODULE_DIR=$qroot/usr/lib/x86_64-linux-gnu/qemu")
+    qextra+=(-L "$share")
+  fi
   accel=$(vt_accel)
   local -a cpus=(-accel "$accel" -smp "$smp")
   # QEMU 7.2's TCG drops the guest's memory barriers when the machine can only ever have one
@@ -136,8 +146,8 @@ vt_boot() {
   fi
   local -a extra=(-no-reboot)
   [ "$reboot" = 1 ] && extra=()
-  ip netns exec "$NS" qemu-system-x86_64 "${cpus[@]}" -m 256 -cpu max \
-    -bios /usr/share/qemu/qboot.rom -nodefaults -no-user-config -nographic -serial stdio \
+  ip netns exec "$NS" "${qenv[@]}" "$qbin" "${cpus[@]}" -m 256 -cpu max \
+    -bios "$share/qboot.rom" -nodefaults -no-user-config -nographic -serial stdio \
     "${extra[@]}" -kernel "$GUEST_DIR/vmlinux" -initrd "$WORK/$name.d/initrd" -append "$append" \
     "${net[@]}" -device "$dev" "${qextra[@]}" < /dev/null > "$WORK/$name.log" 2>&1 &
   QEMU_PID=$!
