@@ -91,11 +91,14 @@ vt_accel() {
 #         smp=N (vCPUs, default 1) qemu="ARGS" (extra QEMU arguments, split on spaces)
 #         netdev=tap:IFNAME (QEMU's own TAP path, the seed's baseline, instead of vhost-user)
 #         qemu10=1 (the private QEMU 10 of scripts/qemu10.sh instead of Debian 12's QEMU 7.2)
-# Serial output in $WORK/NAME.log; sets QEMU_PID.
+# Serial output in $WORK/NAME.log; sets QEMU_PID. For experiments, in the environment:
+# VT_QEMU10=1 boots every guest on QEMU 10; VT_TCG_MSIX=1 leaves MSI-X on and VT_TCG_ONE_CPU=1
+# gives no second possible vCPU (the two QEMU 7.2 workarounds below).
+
 vt_boot() {
   local name=$1 sock=$2 ip=$3 script=$4; shift 4
   local mtu="" queues=1 mac=52:54:00:12:34:56 server=0 reboot=0 netdev="" smp=1 kv accel
-  local qemu10=0 qroot qbin=qemu-system-x86_64 share=/usr/share/qemu
+  local qemu10=${VT_QEMU10:-0} qroot qbin=qemu-system-x86_64 share=/usr/share/qemu
   local -a qextra=() qenv=()
   for kv in "$@"; do
     case "$kv" in
@@ -121,7 +124,8 @@ vt_boot() {
   # between publishing a ring index and reading our event index, a kick or an interrupt is lost
   # and the guest's ring stalls for good (seen here: a UDP flood stopped with 199 TX chains
   # posted and no kick). A second possible vCPU makes TCG emit them; the guest runs on one.
-  [ "$accel" = tcg ] && cpus=(-accel tcg,thread=multi -smp "$smp,maxcpus=$((smp > 2 ? smp : 2))")
+  [ "$accel" = tcg ] && [ -z "${VT_TCG_ONE_CPU:-}" ] &&
+    cpus=(-accel tcg,thread=multi -smp "$smp,maxcpus=$((smp > 2 ? smp : 2))")
   mkdir -p "$WORK/$name.d"
   printf '%s\n' "$script" > "$WORK/$name.d/run.sh"
   # The per-boot script rides in a second, gzipped cpio: a plain one appended would have to
@@ -134,8 +138,9 @@ vt_boot() {
   dev="virtio-net-pci,netdev=n0,romfile=,mac=$mac"
   [ -n "$mtu" ] && dev="$dev,host_mtu=$mtu"
   if [ "$queues" -gt 1 ]; then dev="$dev,mq=on"; fi
-  # QEMU 7.2 under TCG crashes starting a vhost-user NIC with MSI-X: use INTx there.
-  [ "$accel" = tcg ] && dev="$dev,vectors=0"
+  # QEMU 7.2 under TCG crashes (SIGSEGV) starting a vhost-user NIC with MSI-X: use INTx there.
+  # QEMU 10 does not (guest_basic passes with MSI-X on it).
+  [ "$accel" = tcg ] && [ "$qemu10" != 1 ] && [ -z "${VT_TCG_MSIX:-}" ] && dev="$dev,vectors=0"
   if [ -n "$netdev" ]; then
     net=(-netdev "tap,id=n0,ifname=${netdev#tap:},script=no,downscript=no,vhost=off")
   else
