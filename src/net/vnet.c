@@ -687,6 +687,17 @@ static void rx_log_frame(struct vnet_qp *qp, const struct gather *g, unsigned nb
 	}
 }
 
+/*
+ * Live migration: a frame read into buffers it then does not use (dropped, or held until more
+ * come) has still changed their pages. vhost-user asks the back-end to log every write to guest
+ * memory, not only the buffers it returns; the audit in tests/test_migration.c checks that.
+ */
+static void rx_log_unused(struct vnet_qp *qp, const struct gather *g, unsigned niov, size_t len)
+{
+	if (qp->rx.log)
+		gmem_log_iov(qp->rx.log, qp->rx.gm, qp->rx_iov + g->iov0, niov, len);
+}
+
 /* The frame (len bytes, header first) is in the gathered buffers: push the used entries for the
  * ones it filled and fix up num_buffers. Returns the buffers used; the rest stay in the pool. */
 static unsigned rx_commit(struct vnet_qp *qp, const struct gather *g, size_t len)
@@ -818,6 +829,7 @@ static int rx_read_one(struct vnet_qp *qp, struct rx_pool *p, unsigned ahead)
 	if (len < qp->hdr_len || len >= g.cap + BOUNCE_SIZE) {
 		/* No room for a header, or possibly truncated: never deliver a cut frame. */
 		qp->stats.rx_drop_too_big++;
+		rx_log_unused(qp, &g, g.niov, len < g.cap ? len : g.cap);
 		return READ_DONE;
 	}
 	if (len <= g.cap) {
@@ -836,6 +848,7 @@ static int rx_read_one(struct vnet_qp *qp, struct rx_pool *p, unsigned ahead)
 		p->at += rx_commit(qp, &g, len);
 		return READ_DONE;
 	}
+	rx_log_unused(qp, &g, first_niov, first_cap);
 	if (r == GATHER_NEVER) {
 		qp->stats.rx_drop_too_big++;
 		return READ_DONE;

@@ -251,7 +251,7 @@ int vufe_init(struct vufe *fe, uint64_t mem_size, const struct vufe_opts *opts)
 	int err;
 
 	memset(fe, 0, sizeof(*fe));
-	fe->sock = fe->infl_fd = fe->g.memfd = -1;
+	fe->sock = fe->infl_fd = fe->log_fd = fe->g.memfd = -1;
 	if (opts)
 		fe->o = *opts;
 	if (!fe->o.pairs)
@@ -281,8 +281,11 @@ int vufe_init(struct vufe *fe, uint64_t mem_size, const struct vufe_opts *opts)
 			vufe_fini(fe);
 			return err ? err : -ENOMEM;
 		}
+		/* Each ring's buffers start on a page of their own: a page is then written by the
+		 * driver (rings it fills, TX buffers) or by the device (used rings, RX buffers),
+		 * never both, which the dirty-log audit (test_dirty_audit) relies on. */
 		for (unsigned d = 0; d < fe->o.qsize; d++)
-			fe->buf[i][d] = fg_alloc(&fe->g, VUFE_BUF, 64);
+			fe->buf[i][d] = fg_alloc(&fe->g, VUFE_BUF, d ? 64 : 4096);
 	}
 	return 0;
 }
@@ -298,6 +301,13 @@ void vufe_fini(struct vufe *fe)
 		close(fe->infl_fd);
 	fe->infl = NULL;
 	fe->infl_fd = -1;
+	if (fe->log)
+		munmap(fe->log, fe->log_size);
+	if (fe->log_fd >= 0)
+		close(fe->log_fd);
+	fe->log = NULL;
+	fe->log_fd = -1;
+	fe->logging = false;
 	for (unsigned i = 0; i < fe->nrings; i++) {
 		fg_vq_destroy(&fe->q[i]);
 		free(fe->buf[i]);
@@ -337,7 +347,73 @@ long vufe_set_vring_addr(struct vufe *fe, uint32_t ring)
 				  .used_user_addr = vufe_uva(fe, q->used),
 				  .avail_user_addr = vufe_uva(fe, q->avail)};
 
+	if (fe->logging) {
+		a.flags = 1; /* VHOST_VRING_F_LOG: log the used ring's writes at log_guest_addr */
+		a.log_guest_addr = q->used;
+	}
 	return vufe_call(fe->sock, VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
+}
+
+int vufe_log_start(struct vufe *fe)
+{
+	/* QEMU sizes the log for the highest guest address, in whole 64-bit words. */
+	uint64_t pages = (FG_GPA_BASE + fe->g.size + 4095) / 4096;
+	uint64_t pl[2] = {htole64((pages + 63) / 64 * 8), 0};
+	void *p;
+
+	if (!(fe->pfeatures & F(VU_PF_LOG_SHMFD)))
+		return -1;
+	if (!fe->log) { /* one log per guest, shared again with each session that logs */
+		fe->log_size = le64toh(pl[0]);
+		fe->log_fd = memfd_create("vufe-log", MFD_CLOEXEC);
+		if (fe->log_fd < 0 || ftruncate(fe->log_fd, (off_t)fe->log_size))
+			return -1;
+		p = mmap(NULL, fe->log_size, PROT_READ | PROT_WRITE, MAP_SHARED, fe->log_fd, 0);
+		if (p == MAP_FAILED)
+			return -1;
+		fe->log = p;
+	}
+	/* With LOG_SHMFD the backend answers SET_LOG_BASE with an empty reply (no NEED_REPLY). */
+	if (vufe_send_msg(fe->sock, VU_SET_LOG_BASE, VU_VERSION, pl, sizeof(pl), &fe->log_fd, 1) ||
+	    vufe_recv_reply(fe->sock, VU_SET_LOG_BASE, NULL, 0, NULL) != 0) {
+		fprintf(stderr, "  %s: SET_LOG_BASE failed\n", fe->path);
+		return -1;
+	}
+	fe->logging = true;
+	fe->features |= F(VU_F_LOG_ALL);
+	if (vufe_call_u64(fe->sock, VU_SET_FEATURES, fe->features)) {
+		fprintf(stderr, "  %s: SET_FEATURES with LOG_ALL failed\n", fe->path);
+		return -1;
+	}
+	for (unsigned i = 0; i < fe->nrings; i++)
+		if (vufe_set_vring_addr(fe, i)) {
+			fprintf(stderr, "  %s: SET_VRING_ADDR %u with the log flag failed\n",
+				fe->path, i);
+			return -1;
+		}
+	return 0;
+}
+
+bool vufe_log_marked(const struct vufe *fe, uint64_t gpa)
+{
+	uint64_t pg = gpa / 4096;
+
+	return fe->log && pg / 8 < fe->log_size &&
+	       (__atomic_load_n(fe->log + pg / 8, __ATOMIC_RELAXED) >> (pg % 8)) & 1;
+}
+
+int vufe_stop(struct vufe *fe)
+{
+	for (unsigned i = 0; i < fe->nrings; i++) {
+		long b = vufe_get_vring_base(fe->sock, i);
+
+		if (b < 0) {
+			fprintf(stderr, "  %s: GET_VRING_BASE %u failed\n", fe->path, i);
+			return -1;
+		}
+		fe->base[i] = (uint16_t)b;
+	}
+	return 0;
 }
 
 uint16_t vufe_used_idx(struct vufe *fe, unsigned ring)
@@ -408,11 +484,14 @@ bool vufe_step(struct vufe *fe, unsigned k)
 	case 0:
 		return vufe_get_u64(s, VU_GET_PROTOCOL_FEATURES, &v) == 0 &&
 		       (v & F(VU_PF_REPLY_ACK)) &&
-		       (!fe->o.inflight || (v & F(VU_PF_INFLIGHT_SHMFD)));
+		       (!fe->o.inflight || (v & F(VU_PF_INFLIGHT_SHMFD))) &&
+		       (!fe->o.log || (v & F(VU_PF_LOG_SHMFD)));
 	case 1:
 		fe->pfeatures = F(VU_PF_REPLY_ACK) | F(VU_PF_MQ);
 		if (fe->o.inflight)
 			fe->pfeatures |= F(VU_PF_INFLIGHT_SHMFD);
+		if (fe->o.log)
+			fe->pfeatures |= F(VU_PF_LOG_SHMFD);
 		/* Without NEED_REPLY, as QEMU sends it: REPLY_ACK is not negotiated before. */
 		return vufe_send_msg(s, VU_SET_PROTOCOL_FEATURES, VU_VERSION, &fe->pfeatures, 8,
 				     NULL, 0) == 0;
@@ -426,7 +505,10 @@ bool vufe_step(struct vufe *fe, unsigned k)
 			want |= F(VIRTIO_NET_F_MRG_RXBUF);
 		if (fe->o.event_idx)
 			want |= F(VQ_F_EVENT_IDX);
-		return vufe_call_u64(s, VU_SET_FEATURES, fe->dev_features & want) == 0;
+		fe->features = fe->dev_features & want;
+		if (fe->logging)
+			fe->features |= F(VU_F_LOG_ALL);
+		return vufe_call_u64(s, VU_SET_FEATURES, fe->features) == 0;
 	case 5:
 		return vufe_set_mem_table(fe) == 0;
 	}
@@ -457,6 +539,7 @@ int vufe_open_session(struct vufe *fe, const char *path)
 		snprintf(fe->path, sizeof(fe->path), "%s", path);
 	if (fe->sock >= 0)
 		close(fe->sock);
+	fe->logging = false; /* a new session logs once vufe_log_start says so */
 	fe->sock = vufe_open(fe->path, &fe->dev_features, fe->o.open_wait_ms);
 	return fe->sock >= 0 ? 0 : -1;
 }

@@ -61,6 +61,7 @@ struct vufe_opts {
 	bool event_idx;	  /* negotiate VIRTIO_RING_F_EVENT_IDX */
 	bool inflight;	  /* INFLIGHT_SHMFD: GET_INFLIGHT_FD once, SET_INFLIGHT_FD every start */
 	bool nomrg;	  /* do not negotiate MRG_RXBUF */
+	bool log;	  /* negotiate LOG_SHMFD (vufe_log_start turns dirty logging on) */
 	int open_wait_ms; /* vufe_start: how long to retry a busy or missing socket */
 };
 
@@ -77,6 +78,7 @@ struct vufe {
 	unsigned used[VUFE_MAX_RINGS]; /* used entries taken */
 	uint16_t base[VUFE_MAX_RINGS]; /* SET_VRING_BASE of the next start */
 	uint64_t dev_features;	       /* GET_FEATURES */
+	uint64_t features;	       /* the virtio features acked (SET_FEATURES) */
 	uint64_t pfeatures;	       /* protocol features acked */
 	uint8_t last_hdr[12];	       /* virtio-net header of the last frame received */
 	/* the inflight area the backend gave us (GET_INFLIGHT_FD), kept across backend restarts */
@@ -87,6 +89,11 @@ struct vufe {
 	 * twice, or never given), a received frame whose num_buffers does not add up */
 	unsigned bad_used, bad_rx;
 	bool batching; /* vufe_batch: chains added but not published */
+	/* the dirty log we shared (vufe_log_start): one bit per 4 KiB page from gpa 0 */
+	uint8_t *log;
+	uint64_t log_size;
+	int log_fd;
+	bool logging;
 };
 
 /* Guest memory (mem_size bytes) with rings and buffers; no socket yet. opts NULL: 1 pair, 256
@@ -115,6 +122,18 @@ void vufe_disconnect(struct vufe *fe);
 int vufe_reconnect(struct vufe *fe);
 /* vufe_disconnect + vufe_fini. */
 void vufe_close(struct vufe *fe);
+
+/* Live migration as QEMU starts it on a running device (vhost_migration_log): SET_LOG_BASE with
+ * a log covering all guest memory (LOG_SHMFD, the empty reply awaited), SET_FEATURES with
+ * VHOST_F_LOG_ALL, then SET_VRING_ADDR with VHOST_VRING_F_LOG and the used ring's address for
+ * every ring. Needs opts.log. 0, or -1 (the failed step is printed). */
+int vufe_log_start(struct vufe *fe);
+/* Whether the device has marked the page of gpa in the log. */
+bool vufe_log_marked(const struct vufe *fe, uint64_t gpa);
+/* Stop every ring as QEMU does before handing the guest over (vhost_virtqueue_stop):
+ * GET_VRING_BASE ring by ring; the indices land in fe->base, ready for the next start (on this
+ * port or another). 0, or -1. */
+int vufe_stop(struct vufe *fe);
 
 /* Frontend address of guest memory (ring addresses travel as frontend addresses). */
 uint64_t vufe_uva(struct vufe *fe, uint64_t gpa);
