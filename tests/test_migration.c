@@ -370,19 +370,30 @@ static void traffic(struct vufe *fe, unsigned tap, unsigned rounds, struct flow 
 	}
 }
 
-/* Frames into the TAP until the guest has every RX buffer it posted back. */
+/*
+ * Frames into the TAP until the guest has every RX buffer it posted back. Minimum-size ones,
+ * which fit any buffer; a frame held for want of buffers (mergeable: the ones left are too
+ * few for it) gets one full-size buffer more whenever the ring stops moving.
+ */
 static void rx_consume_all(struct vufe *fe, unsigned tap, struct flow *fl)
 {
-	long long end = th_now_ms() + 3000;
+	long long end = th_now_ms() + 5000;
+	unsigned was[2] = {~0u, ~0u};
 	bool left = true;
 
 	while (left && th_now_ms() < end) {
-		for (unsigned k = 0; k < 8; k++)
-			inject(tap, fl->rx_seq++);
+		for (unsigned k = 0; k < 8; fl->rx_seq++)
+			if (rx_len(fl->rx_seq) < 100) {
+				inject(tap, fl->rx_seq);
+				k++;
+			}
 		usleep(2000);
 		left = false;
 		for (unsigned qp = 0; qp < fe->o.pairs; qp++) {
 			drain_rx(fe, qp, fl);
+			if (fe->nowned[2 * qp] && fe->used[2 * qp] == was[qp])
+				vufe_post_rx_q(fe, qp, 1, VUFE_BUF);
+			was[qp] = fe->used[2 * qp];
 			left |= fe->nowned[2 * qp] != 0;
 		}
 	}
