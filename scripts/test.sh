@@ -26,8 +26,12 @@ for cfg in plain asan; do
   fi
   echo "=== $cfg tests"
   # ASan: leaks are failures too (LeakSanitizer runs at exit of every test program).
+  # The guest suite's QEMU 10 twins (it_*_q10) run in the plain pass only: under ASan the
+  # guests test virtap's memory safety, which the QEMU version does not change.
+  skip=()
+  [ $cfg = asan ] && skip=(-E '_q10$')
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir $dir --output-on-failure -j1 2>&1 | tee $dir/ctest.log
+    ctest --test-dir $dir --output-on-failure -j1 "${skip[@]}" 2>&1 | tee $dir/ctest.log
   tally $dir/ctest.log
   # A test that cannot run here says SKIP; on this project's own machines none may skip.
   if grep -q "Not Run\|\*\*\*Skipped" $dir/ctest.log; then
