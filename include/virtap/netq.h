@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The net queue (the seed's qemu_net_queue): frames that were read from the backend but could not
- * be delivered because the guest had too few RX buffers. Bounded in frames; while it holds
- * anything the device stops reading the backend, so backpressure stays in the kernel's TAP queue.
+ * The net queue (what QEMU's net layer calls its queue): frames that were read from the backend but
+ * could not be delivered because the guest had too few RX buffers. Bounded in frames; while it
+ * holds anything the device stops reading the backend, so backpressure stays in the kernel's TAP
+ * queue.
  */
 #ifndef VIRTAP_NETQ_H
 #define VIRTAP_NETQ_H

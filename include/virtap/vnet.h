@@ -2,7 +2,7 @@
 /*
  * virtio-net device, one queue pair at a time (VIRTIO 1.2 section 5.1): guest TX chains go to the
  * backend with their header, backend frames go into the guest's RX buffers (mergeable or not),
- * with the seed's net queue in between. No threads and no sockets: a worker (src/core) or an
+ * with a net queue in between (netq.h). No threads and no sockets: a worker (src/core) or an
  * embedding VMM calls the handlers when the kick eventfds or the backend fd are ready.
  */
 #ifndef VIRTAP_VNET_H
@@ -27,12 +27,13 @@ struct vnet_config {
 	unsigned tx_budget_pkts; /* chains per TX handler run, at most half the ring */
 	size_t tx_budget_bytes;	 /* bytes per TX handler run */
 	unsigned hold_frames;	 /* net queue bound, frames */
-	unsigned rx_cover;	 /* guest bytes gathered before a zero-copy read; the rest of a
+	unsigned rx_cover;	 /* guest bytes gathered before the backend's read; the rest of a
 				    larger frame lands in a bounce buffer and is copied */
 	bool pad_short;		 /* pad frames under 60 bytes with zeros */
 };
 
-/* Defaults: budgets like vhost-net's weights (256 packets, 512 KiB). */
+/* Defaults: 128 frames and 512 KiB per handler run (vhost-net weighs a run in packets and bytes
+ * the same way), a hold of 32 frames, 1536 bytes gathered per frame, no padding. */
 void vnet_config_default(struct vnet_config *cfg);
 
 struct vnet_stats {

@@ -402,7 +402,7 @@ static size_t tap_stage(uint8_t *dst, const struct be_msg *m)
  * One io_uring_enter for n writes: with the TAP's default (unlimited) send buffer a write never
  * waits, the kernel takes or drops the frame, so each completes inline, in order. Reads would
  * not: io_uring ignores O_NONBLOCK on a file that can poll and parks a read of an empty queue
- * (it would need RWF_NOWAIT). RX stays one read() per frame (BENCHMARKS.md, ninth pass).
+ * (it would need RWF_NOWAIT). RX stays one read() per frame (measured: BENCHMARKS.md).
  */
 static int tap_be_tx_burst(void *be, struct be_msg *m, int n)
 {

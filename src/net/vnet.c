@@ -2,8 +2,9 @@
 /*
  * virtio-net queue pair. TX: pop a chain, check the header it starts with, hand our checked copy
  * of the header plus the guest's frame bytes to the backend in one writev. RX: pop guest buffers
- * for a burst of frames, read the backend straight into them (no bounce for frames that fit;
- * the tail of a larger frame lands in a bounce buffer and is copied into more buffers), fix up
+ * for a burst of frames, have the backend read into them (the TAP reads into a staging buffer
+ * of its own and scatters the frame into them; the tail of a frame larger than the buffers
+ * gathered lands in a bounce buffer and is copied into more buffers), fix up
  * num_buffers last, push the used entries and signal once per batch. When the guest is out of
  * buffers, hold what was already read (the net queue) and stop reading the backend.
  * Must never trust a length, count or header field the guest wrote without checking it here.
@@ -41,11 +42,10 @@ struct vnet_burst {
 
 void vnet_config_default(struct vnet_config *cfg)
 {
-	/* 128 frames per handler run. A run publishes its used entries once, at its end, so a
-	 * long run holds its first frames back from the driver meanwhile: 256 against 64 in the
-	 * fourth pass, testpmd's io round trip, 64 B: 9.6 -> 11.2 Mpps. Since the RX stores stopped
-	 * stalling (seventh pass), 128 beats 64: io 16.5 -> 17.4 Mpps, rxonly 35.3 -> 36.3, txonly
-	 * 39.3 -> 40.5; the TAP path unchanged. run_budget keeps it under half the ring. */
+	/* 128 frames per handler run: a run publishes its used entries once, at its end, so a
+	 * longer run holds its first frames back from the driver for longer, a shorter one pays
+	 * the publish and the notify more often; 128 measured best between the two
+	 * (BENCHMARKS.md). run_budget keeps it under half the ring. */
 	*cfg = (struct vnet_config){
 	    .rx_budget_pkts = 128,
 	    .rx_budget_bytes = 512 * 1024,
@@ -781,7 +781,7 @@ static void rx_hold(struct vnet_qp *qp, const struct gather *g, unsigned n, size
 		qp->stats.rx_held++;
 }
 
-/* Read one frame from the backend straight into guest buffers; `ahead`: buffers to pop first. */
+/* Have the backend read one frame into guest buffers; `ahead`: buffers to pop first. */
 static int rx_read_one(struct vnet_qp *qp, struct rx_pool *p, unsigned ahead)
 {
 	size_t want = qp->mergeable ? qp->cfg.rx_cover : 1, len, first_cap;
@@ -814,7 +814,8 @@ static int rx_read_one(struct vnet_qp *qp, struct rx_pool *p, unsigned ahead)
 	iov[g.niov].iov_len = BOUNCE_SIZE;
 	n = qp->be_ops->rx(qp->be, iov, (int)g.niov + 1);
 	len = (size_t)n;
-	if (n >= 0 && len >= qp->hdr_len && len < min_len) { /* the seed's eth_pad_short_frame */
+	/* Pad a short frame to ETH_ZLEN (pad-short), as QEMU's net layer does. */
+	if (n >= 0 && len >= qp->hdr_len && len < min_len) {
 		iov_zero(iov, g.niov + 1, len, min_len);
 		len = min_len;
 	}

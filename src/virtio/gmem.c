@@ -2,7 +2,8 @@
 /*
  * Guest memory map. Regions are kept sorted by guest physical address so a lookup is a binary
  * search; a translation that crosses regions is split into one iovec per region. The map is
- * read-only while workers run: changes happen with the workers quiesced (see wrk_pause).
+ * read-only while workers run: changes happen with every queue pair taken off its worker
+ * (wrk_remove) first.
  */
 #include <errno.h>
 #include <fcntl.h>
