@@ -6,6 +6,8 @@
 # the old source. Side A and side B are two TAPs in one bridge in a network namespace made for
 # the run (virtap ports a and b, or with --backend tap QEMU's own TAPs), so the guest keeps its
 # address and its TCP connections across every switchover. No traffic leaves the namespace.
+# With --fresh every migration gets a guest of its own instead, booted, streaming, migrated once
+# (the pattern of it_guest_migrate); its streams are hashed when it is retired.
 #
 # Across all the migrations run:
 #  * host -> guest TCP: a helper in the namespace sends a deterministic stream (SHA-256 counter
@@ -53,6 +55,8 @@ Usage: scripts/migrate_soak.sh [options]
   --dwell SEC            how long the guest runs on each side between migrations (default 3)
   --rate KIB             host -> guest stream rate in KiB/s (default 2048)
   --load MBIT            guest -> host iperf3 load in Mbit/s (default 40; 0: none)
+  --fresh                a new guest for every migration (each migrated seconds after it
+                         booted, as it_guest_migrate does) instead of one guest throughout
   -h, --help             this text
 Runs as root; about 10 s per migration under TCG (with --dwell 3). VT_BIN=PATH runs another
 virtap binary (default build/virtap; a copy keeps a long soak safe from a rebuild). The work
@@ -60,7 +64,7 @@ directory is kept on failure (VT_KEEP_WORK=0 drops it).
 EOF
 }
 
-BACKEND=virtap QVER=10 QUEUES=1 SHARED=0 COUNT=30 DWELL=3 RATE=2048 LOAD=40
+BACKEND=virtap QVER=10 QUEUES=1 SHARED=0 COUNT=30 DWELL=3 RATE=2048 LOAD=40 FRESH=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend) BACKEND=${2:?}; shift 2 ;;
@@ -71,6 +75,7 @@ while [ $# -gt 0 ]; do
     --dwell) DWELL=${2:?}; shift 2 ;;
     --rate) RATE=${2:?}; shift 2 ;;
     --load) LOAD=${2:?}; shift 2 ;;
+    --fresh) FRESH=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -434,7 +439,7 @@ retire_all() {
 
 bad_in_log() { grep -aE "$BAD" "$WORK/$1.log" 2>/dev/null | head -3; }
 
-echo "soak: backend=$BACKEND qemu=$QVER queues=$QUEUES shared-busy=$SHARED load=$LOAD count=$COUNT work=$WORK"
+echo "soak: backend=$BACKEND qemu=$QVER queues=$QUEUES shared-busy=$SHARED load=$LOAD fresh=$FRESH count=$COUNT work=$WORK"
 if [ "$LOAD" -gt 0 ]; then
   ip netns exec "$NS" iperf3 -s -p 5201 > /dev/null 2>&1 &
   PIDS+=($!)
@@ -529,6 +534,10 @@ for m in $(seq 1 "$COUNT"); do
   if [ -n "$why" ]; then
     retire_all
     CUR="" CUR_SIDE=""
+  elif [ "$FRESH" = 1 ] && [ "$m" -lt "$COUNT" ]; then
+    end_session ok
+    stop_qemu "$CUR"
+    CUR="" CUR_SIDE=""
   fi
 done
 
@@ -586,5 +595,5 @@ else
   hash="stream sha256 MISMATCH or incomplete (see the session lines)"
 fi
 [ "$FAILED" -gt 0 ] || [ "$HASH_OK" = 0 ] && FAILS=$((FAILS + 1))
-echo "soak: backend=$BACKEND qemu=$QVER queues=$QUEUES shared-busy=$SHARED load=$LOAD: $COUNT migrations, $FAILED failed, $hash, ping lost $plost of $ptx"
+echo "soak: backend=$BACKEND qemu=$QVER queues=$QUEUES shared-busy=$SHARED load=$LOAD fresh=$FRESH: $COUNT migrations, $FAILED failed, $hash, ping lost $plost of $ptx"
 [ "$FAILS" -eq 0 ]
