@@ -146,33 +146,6 @@ else
   SOCK[a]=- SOCK[b]=- TAP[a]=qtapA TAP[b]=qtapB
 fi
 
-# qmp SOCKET COMMAND [JSON-ARGS]: prints the reply's "return" (or the error) as JSON.
-cat > "$WORK/qmp.py" <<'PY'
-import json, socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-for _ in range(100):  # a QEMU just started may not listen yet
-    try:
-        s.connect(sys.argv[1]); break
-    except OSError:
-        time.sleep(0.1)
-else:
-    print(json.dumps({"error": "no QMP socket"})); sys.exit(1)
-s.settimeout(30)
-f = s.makefile("rw")
-json.loads(f.readline())
-def call(cmd, args=None):
-    m = {"execute": cmd}
-    if args: m["arguments"] = args
-    f.write(json.dumps(m) + "\n"); f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if "return" in r or "error" in r: return r
-call("qmp_capabilities")
-r = call(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
-print(json.dumps(r.get("return", r)))
-sys.exit(0 if "return" in r else 1)
-PY
-qmp() { python3 "$WORK/qmp.py" "$@"; }
 jget() { python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
 
 # The host end of both streams, one instance per guest session (see the top of this file).
@@ -472,13 +445,13 @@ for m in $(seq 1 "$COUNT"); do
   sleep 1  # the destination's -incoming listener
   status="" total="" down=""
   if [ -z "$why" ]; then
-    if ! qmp "$WORK/$src.qmp" migrate "{\"uri\": \"tcp:127.0.0.1:$PORT\"}" > "$WORK/m$m.migrate"; then
+    if ! vt_qmp "$WORK/$src.qmp" migrate "{\"uri\": \"tcp:127.0.0.1:$PORT\"}" > "$WORK/m$m.migrate"; then
       why="migrate command failed: $(cat "$WORK/m$m.migrate")"
     fi
   fi
   if [ -z "$why" ]; then
     for _ in $(seq 1 360); do
-      qmp "$WORK/$src.qmp" query-migrate > "$WORK/m$m.query" 2>/dev/null || true
+      vt_qmp "$WORK/$src.qmp" query-migrate > "$WORK/m$m.query" 2>/dev/null || true
       status=$(jget status < "$WORK/m$m.query" 2>/dev/null || true)
       case $status in completed|failed|cancelled) break ;; esac
       sleep 0.5
@@ -492,7 +465,7 @@ for m in $(seq 1 "$COUNT"); do
     grep -qE "$BAD" "$WORK/$src.log" && why="source guest log: $(bad_in_log "$src" | tr '\n' ' ')"
   fi
   if [ -z "$why" ]; then
-    dst_status=$(qmp "$WORK/$dst.qmp" query-status | jget status || true)
+    dst_status=$(vt_qmp "$WORK/$dst.qmp" query-status | jget status || true)
     [ "$dst_status" = running ] || why="destination status '$dst_status'"
   fi
   reach=""

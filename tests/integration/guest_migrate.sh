@@ -16,24 +16,6 @@ for t in vtapA vtapB; do
   ip -n "$NS" link set "$t" master br0
 done
 
-qmp() { # qmp SOCKET COMMAND [JSON-ARGS] -> prints the reply's "return"
-  python3 - "$@" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
-json.loads(f.readline())
-def call(cmd, args=None):
-    m = {"execute": cmd}
-    if args: m["arguments"] = args
-    f.write(json.dumps(m) + "\n"); f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if "return" in r or "error" in r: return r
-call("qmp_capabilities")
-r = call(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
-print(json.dumps(r.get("return", r)))
-PY
-}
-
 # The guest streams TCP to the host, rate-limited so migration converges under TCG.
 ip netns exec "$NS" timeout 90 iperf3 -s -1 -J > "$WORK/server.json" 2>&1 &
 SRV=$!; PIDS+=("$SRV")
@@ -52,10 +34,10 @@ vt_boot dst "$WORK/b.sock" 10.77.0.2/24 "$GUEST" qemu10=$Q10 \
   qemu="-incoming tcp:127.0.0.1:47777 -qmp unix:$WORK/qmp-dst.sock,server=on,wait=off"
 vt_check "destination QEMU waiting for the migration" vt_wait_for "$WORK/virtap.log" "b: frontend connected" 30
 sleep 4   # let the transfer run a while first
-vt_check "migration started" qmp "$WORK/qmp-src.sock" migrate '{"uri": "tcp:127.0.0.1:47777"}'
+vt_check "migration started" vt_qmp "$WORK/qmp-src.sock" migrate '{"uri": "tcp:127.0.0.1:47777"}'
 status=""
 for _ in $(seq 1 120); do
-  status=$(qmp "$WORK/qmp-src.sock" query-migrate | python3 -c 'import json,sys; print(json.load(sys.stdin).get("status",""))')
+  status=$(vt_qmp "$WORK/qmp-src.sock" query-migrate | python3 -c 'import json,sys; print(json.load(sys.stdin).get("status",""))')
   case $status in completed|failed|cancelled) break ;; esac
   sleep 0.5
 done
@@ -65,7 +47,7 @@ vt_check "virtap got a dirty log for the source port" vt_wait_for "$WORK/virtap.
 vt_check "the source turned LOG_ALL on (features with bit 26)" \
   grep -q "a: SET_LOG_BASE" "$WORK/virtap.log"
 vt_stop "$SRC_PID" 2>/dev/null || kill -9 "$SRC_PID"
-dst_running() { qmp "$WORK/qmp-dst.sock" query-status | grep -q '"running"'; }
+dst_running() { vt_qmp "$WORK/qmp-dst.sock" query-status | grep -q '"running"'; }
 vt_check "destination runs the guest" dst_running
 sleep 1
 # An emulated (TCG) guest on a starved host can stall for seconds right after it resumes (a

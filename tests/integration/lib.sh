@@ -171,6 +171,36 @@ vt_guest_rc() {
 # vt_json FILE EXPR: evaluate a Python expression over iperf3's JSON as j.
 vt_json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
+# vt_qmp SOCKET COMMAND [JSON-ARGS]: one QMP command to a QEMU started with -qmp unix:SOCKET;
+# prints the reply's "return" (or the error) as JSON, fails if QEMU answered with an error.
+vt_qmp() {
+  python3 - "$@" <<'PY'
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+for _ in range(100):  # a QEMU just started may not listen yet
+    try:
+        s.connect(sys.argv[1]); break
+    except OSError:
+        time.sleep(0.1)
+else:
+    print(json.dumps({"error": "no QMP socket"})); sys.exit(1)
+s.settimeout(30)
+f = s.makefile("rw")
+json.loads(f.readline())
+def call(cmd, args=None):
+    m = {"execute": cmd}
+    if args: m["arguments"] = args
+    f.write(json.dumps(m) + "\n"); f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r: return r
+call("qmp_capabilities")
+r = call(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
+print(json.dumps(r.get("return", r)))
+sys.exit(0 if "return" in r else 1)
+PY
+}
+
 # vt_fd_count PID: how many file descriptors PID has open.
 vt_fd_count() { ls "/proc/$1/fd" | wc -l; }
 
